@@ -49,7 +49,8 @@ class InversionNet(nn.Module):
     def forward(self, f1:torch.Tensor, f2:torch.Tensor, f3:torch.Tensor) -> torch.Tensor:
         f_img = self.fuse(f1, f2, f3)                      # [B,c,h,w]   Eq. 4
         seq = f_img.flatten(2).transpose(1, 2)            # [B,h*w,c]   f_img_seq
-        t = self.tokens.expand(seq.shape[0], -1, -1)      # [B,n_t,c]   shared T
+        t = self.tokens.repeat(seq.shape[0], 1, 1)        # [B,n_t,c]   shared T (a copy: an expanded view of a
+        #   parameter made under no_grad still claims requires_grad, which upsets autograd hooks)
         kv = torch.cat([t, seq], 1)                       # (T, f_img_seq)
         out, _ = self.attn(t, kv, kv, need_weights=False)  # Eq. 5
         return self.mlp(out)                              # [B,n_t,out_dim]
