@@ -189,3 +189,12 @@ def test_bad_file_fails_at_prepare(tmp_path):
     assert r.returncode != 0
     assert victim.name in out and "validation failed" in out, out[-3000:]
     assert "Running stage 'pretrain'" not in out and not (repo / "outputs/pretrain").exists()
+
+
+def test_missing_clip_weights_fail_loudly(tmp_path):
+    "clip_weights naming weights that are not there: the run stops with the TEXT module's error, never a random tower."
+    p = params(model={"clip_weights": str(tmp_path / "no_such_clip.pt")}, train={"pretrained": False})
+    cmd = stage_cmds(tmp_path, p, pretrain=False)
+    r = run(cmd, tmp_path, check=False)
+    assert r.returncode != 0 and "no_such_clip.pt" in r.stderr
+    assert "epoch 1/" not in r.stderr and "RANDOM" not in r.stderr
