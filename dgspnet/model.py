@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .encoder import PreEncoder
 from .inversion import InversionNet
-from .attention import TGCA, TGSA, TGSA_NORMS, TextCrossAttention, masked_mean
+from .attention import TGSA_NORMS, TextCrossAttention, masked_mean
 from .decoder import Decoder, PredictionHead, ReEncoder, ReconstructionDecoder
 from .text import TextEncoder, TextFeatures
 from .prompts import DualGranularityPrompt
