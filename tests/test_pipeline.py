@@ -100,8 +100,12 @@ def stage_cmds(d: Path, p: dict, pretrain=True):
     "Run the stages by their console scripts in folder `d` (no DVC); returns the train command."
     d.mkdir(parents=True, exist_ok=True)
     (d / "params.yaml").write_text(yaml.safe_dump(p))
-    run(["dgspnet_synthetic", "--params", "params.yaml", "--out", "outputs/synthetic"], d)
-    run(["dgspnet_manifest", "--params", "params.yaml", "--out", "outputs/prepare"], d)
+    from dgspnet.config import load_params
+    from dgspnet.train import run_synthetic, run_prepare  # in-process: the dvc test runs these CLIs
+    cfg = load_params(d / "params.yaml")
+    run_synthetic(cfg, d / "outputs/synthetic")
+    cfg.data.source = str(d / "outputs/synthetic")
+    run_prepare(cfg, d / "outputs/prepare")
     if pretrain:
         run(["dgspnet_pretrain", "--params", "params.yaml", "--manifest", "outputs/prepare/manifest.json"], d)
     return ["dgspnet_train", "--params", "params.yaml", "--manifest", "outputs/prepare/manifest.json"]
@@ -165,17 +169,23 @@ def test_kill_and_resume(reference_run, tmp_path):
 
 
 def test_torchrun_two_processes_match_one(tmp_path):
+    "Pretrain + train with 2 processes (global batch 4 = 2 x 2) ends where 1 process (batch 4) does."
     p = params(data={"synthetic": {"n_train": 8, "n_test": 2, "size": 32, "seed": 0}},
-               train={"epochs": 2, "eval_every": 0, "pretrained": False})
+               pretrain={"epochs": 1}, train={"epochs": 2, "eval_every": 0})
     one, two = tmp_path / "one", tmp_path / "two"
-    run(stage_cmds(one, p, pretrain=False), one)
+    run(stage_cmds(one, p), one)
     p2 = json.loads(json.dumps(p)); p2["base"]["nproc"] = 2
-    r = run(stage_cmds(two, p2, pretrain=False), two)
+    r = run(stage_cmds(two, p2), two)
     assert "[rank 1/2]" in r.stderr  # really ran two processes
+    for stage in ("pretrain", "train"):  # epoch losses (averaged over ranks) agree
+        a = json.loads((one / f"results/{stage}/metrics.json").read_text())[stage]
+        b = json.loads((two / f"results/{stage}/metrics.json").read_text())[stage]
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-4 * max(1, abs(a[k])) for k in a), (a, b)
     wa, wb = weights(one), weights(two)
     assert set(wa) == set(wb)
     worst = max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wa if wa[k].is_floating_point())
-    assert worst < 2e-4, worst  # 4 Adam steps of lr 1e-4: float reduction order only
+    # float reduction order only; Adam turns noise in near-zero gradients into steps of up to lr (3e-4, 1e-4)
+    assert worst < 1e-3, worst
 
 
 def test_bad_file_fails_at_prepare(tmp_path):
