@@ -12,9 +12,12 @@ from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from fastcore.basics import patch
 import open_clip
 from open_clip.factory import load_state_dict as _open_clip_load_state_dict
 from open_clip.model import _build_text_tower
+from open_clip.transformer import ResidualAttentionBlock
 from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
 _logger = logging.getLogger(__name__)
@@ -130,10 +133,12 @@ class TextEncoder(nn.Module):
                  cache_dir:Optional[str]=None, # Hugging Face hub cache folder for pretrained tags (None: the default)
                  seed:int=0, # seed of the random tower when weights="none"
                  use_cache:bool=True, # reuse the features of prompts without fine tokens
+                 prefix_cache:bool=True, # reuse the keys/values of the prompt prefix before the first fine token
                 ):
         super().__init__()
         weights = str(weights)
         self.model_name, self.is_random, self.use_cache = model_name, weights.lower() == "none", use_cache
+        self.prefix_cache = prefix_cache
         path = None if self.is_random else clip_weights_file(weights, model_name, cache_dir)  # fail fast, before building
         if quick_gelu is None:
             tag_cfg = (None if self.is_random else get_pretrained_cfg(model_name, weights)) or get_pretrained_cfg(model_name, "openai")
@@ -150,7 +155,8 @@ class TextEncoder(nn.Module):
         self.embed_dim = tower.output_dim if tower.text_projection is not None else tower.width
         self.source = f"random (seed {seed})" if self.is_random else str(path)
         self.tokenizer = open_clip.get_tokenizer(model_name)
-        self._cache = {}
+        self._cache, self._prefix_cache = {}, {}  # coarse prompts; prompt prefixes (see `encode_prefixed`)
+        self.prefix_computations = 0  # how many prefixes were run through the tower (cache misses)
         self.requires_grad_(False)
         super().train(False)
         self.register_load_state_dict_post_hook(lambda module, keys: module.clear_cache())
@@ -162,8 +168,8 @@ class TextEncoder(nn.Module):
         return super().train(False)
 
     def clear_cache(self):
-        "Forget the cached features of prompts without fine tokens."
-        self._cache.clear()
+        "Forget the cached features of prompts without fine tokens and the cached prompt prefixes."
+        self._cache.clear(); self._prefix_cache.clear()
 
     def extra_repr(self) -> str:
         return f"{self.model_name}, weights={self.source}, frozen"
@@ -182,6 +188,8 @@ class TextEncoder(nn.Module):
         eot_idx = tokens.argmax(-1)
         L = int(eot_idx.max()) + 1
         if fine is not None and fine.shape[1] > 0:
+            P = self._shared_prefix(tokens, fine_positions) if self.prefix_cache else 0
+            if P: return self.encode_prefixed(tokens[:, :L], eot_idx, fine, fine_positions, P)
             return self.encode(tokens[:, :L], eot_idx, fine, fine_positions)
         with torch.no_grad():
             return self._encode_cached(tokens, eot_idx, L) if self.use_cache else self.encode(tokens[:, :L], eot_idx)
@@ -241,3 +249,73 @@ class TextEncoder(nn.Module):
         if pos.shape[1] > 1 and (pos.sort(-1).values.diff(dim=-1) == 0).any():
             raise ValueError(f"fine_positions repeat a position within a prompt: {pos.tolist()}")
         return tokens, fine.to(dev), pos
+
+# %% ../nbs/06_text.ipynb #cell021b
+@torch.no_grad()
+def _prefix_state(enc, prefix:torch.Tensor, # [P] token ids before the first fine token
+                 ):
+    "Per-layer keys/values [1, heads, P, head_dim] and the `ln_final` output [P, width] of a prompt prefix."
+    x = enc.token_embedding(prefix[None])
+    x = x + enc.positional_embedding[:len(prefix)].to(x.dtype)
+    kvs = []
+    for block in enc.transformer.resblocks:
+        x, kv = _block_step(block, x, None, enc.attn_mask[:len(prefix), :len(prefix)])
+        kvs.append(kv)
+    return kvs, enc.ln_final(x)[0]
+
+def _block_step(block, x:torch.Tensor, # [B, S, width] hidden states of the positions being computed
+                past:Optional[tuple], # (K, V) [1 or B, heads, P, head_dim] of the positions before them, or None
+                mask:torch.Tensor, # [S, P + S] float causal mask rows of these positions
+               ):
+    "One `ResidualAttentionBlock` over positions P..P+S-1, attending to the cached past plus themselves; also returns their (K, V)."
+    attn = block.attn
+    B, S, D = x.shape
+    H = attn.num_heads
+    q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(B, S, H, D // H).transpose(1, 2) for t in (q, k, v))
+    kk, vv = (k, v) if past is None else (torch.cat([past[0].expand(B, -1, -1, -1), k], 2),
+                                          torch.cat([past[1].expand(B, -1, -1, -1), v], 2))
+    o = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask.to(q.dtype))
+    x = x + block.ls_1(attn.out_proj(o.transpose(1, 2).reshape(B, S, D)))
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x, (k, v)
+
+@patch
+def _shared_prefix(self:TextEncoder, tokens, fine_positions) -> int:
+    "P, the first fine-token position, when all rows share it and the tokens before it and the blocks are plain CLIP ones; else 0."
+    first = fine_positions.min(1).values
+    P = int(first[0])
+    if (first != P).any() or (tokens[:, :P] != tokens[:1, :P]).any(): return 0
+    ok = all(isinstance(b, ResidualAttentionBlock) and not hasattr(b, "ln_1_kv") and b.attn.batch_first
+             and b.attn._qkv_same_embed_dim and b.attn.in_proj_bias is not None for b in self.transformer.resblocks)
+    return P if ok else 0
+
+@patch
+def encode_prefixed(self:TextEncoder,
+                    tokens:torch.Tensor, # [B, L] token ids, all rows with the same tokens before position P
+                    eot_idx:torch.Tensor, # [B] position of [eot]
+                    fine:torch.Tensor, # [B, n, width]
+                    fine_positions:torch.Tensor, # [B, n], all >= P
+                    P:int, # first fine-token position (the prefix is tokens[:, :P])
+                   ) -> TextFeatures:
+    "`encode`, with the prefix's keys/values taken from the cache: the layers run only over positions P..L-1."
+    key = (tuple(tokens[0, :P].tolist()), str(tokens.device), self.positional_embedding.dtype,
+           torch.is_autocast_enabled(tokens.device.type))
+    if key not in self._prefix_cache:
+        if len(self._prefix_cache) >= 256: self._prefix_cache.clear()  # bound memory; prefixes are few in practice
+        self._prefix_cache[key] = _prefix_state(self, tokens[0, :P])
+        self.prefix_computations += 1
+    kvs, prefix_seq = self._prefix_cache[key]
+    B, L = tokens.shape
+    x = self.token_embedding(tokens[:, P:])
+    x = x.scatter(1, (fine_positions - P)[..., None].expand(-1, -1, x.shape[-1]), fine.to(x.dtype))
+    x = x + self.positional_embedding[P:L].to(x.dtype)
+    mask = self.attn_mask[P:L, :L]
+    for block, kv in zip(self.transformer.resblocks, kvs):
+        x, _ = _block_step(block, x, kv, mask)
+    x = torch.cat([prefix_seq.to(x.dtype).expand(B, -1, -1), self.ln_final(x)], 1)
+    valid = torch.arange(L, device=x.device) <= eot_idx[:, None]
+    eot = x[torch.arange(B, device=x.device), eot_idx]
+    p = self.text_projection
+    eot = eot if p is None else p(eot) if isinstance(p, nn.Linear) else eot @ p
+    return TextFeatures(x * valid[..., None], eot, valid)
