@@ -29,8 +29,8 @@ __all__ = ['get_logger', 'run_synthetic', 'run_prepare', 'DistInfo', 'init_distr
            'DistBatchNorm2d', 'convert_batchnorm', 'gather_batch', 'mean_over_ranks', 'make_loader', 'build_model',
            'text_keys', 'text_checksum', 'trainable_state', 'load_trainable_state', 'save_atomic', 'rng_state',
            'set_rng_state', 'open_live', 'scenes_of', 'predict_split', 'test_metrics', 'Stage', 'run_loop',
-           'pretrain_param_groups', 'run_pretrain', 'run_train', 'synthetic_cli', 'manifest_cli', 'pretrain_cli',
-           'train_cli']
+           'pretrain_param_groups', 'run_pretrain', 'run_train', 'synthetic_cli', 'manifest_cli', 'run_stage',
+           'pretrain_cli', 'train_cli']
 
 # %% ../nbs/13_train.ipynb #8fa95280
 def get_logger(cfg:Config, # the run's config (for the random-text-tower prefix)
@@ -466,6 +466,16 @@ def manifest_cli(params:str="params.yaml", # params file
     except DatasetError as e: _fail(f"prepare: dataset validation failed:\n{e}")
 
 # %% ../nbs/13_train.ipynb #913fb0c8
+def run_stage(stage_fn, # run_pretrain or run_train
+              params:str, # params file
+              *args): # the stage function's arguments after the config
+    "Run a training stage from its params file: under torchrun when `base.nproc` > 1, then tear the process group down."
+    cfg = load_params(params)
+    rc = relaunch_under_torchrun(cfg.base.nproc)
+    if rc is not None: sys.exit(rc)
+    stage_fn(cfg, *args)
+    if dist.is_initialized(): dist.destroy_process_group()
+
 @call_parse
 def pretrain_cli(params:str="params.yaml", # params file
                  manifest:str="outputs/prepare/manifest.json", # from the prepare stage
@@ -474,11 +484,7 @@ def pretrain_cli(params:str="params.yaml", # params file
                  live_dir:str="results/pretrain", # dvclive folder
                 ):
     "Stage `pretrain`: reconstruction pretraining (Eq. 10)."
-    cfg = load_params(params)
-    rc = relaunch_under_torchrun(cfg.base.nproc)
-    if rc is not None: sys.exit(rc)
-    run_pretrain(cfg, manifest, out, ckpt_dir, live_dir)
-    if dist.is_initialized(): dist.destroy_process_group()
+    run_stage(run_pretrain, params, manifest, out, ckpt_dir, live_dir)
 
 @call_parse
 def train_cli(params:str="params.yaml", # params file
@@ -489,8 +495,4 @@ def train_cli(params:str="params.yaml", # params file
               live_dir:str="results/train", # dvclive folder
              ):
     "Stage `train`: normal training (Eq. 11), resumable."
-    cfg = load_params(params)
-    rc = relaunch_under_torchrun(cfg.base.nproc)
-    if rc is not None: sys.exit(rc)
-    run_train(cfg, manifest, pretrained, out, ckpt_dir, live_dir)
-    if dist.is_initialized(): dist.destroy_process_group()
+    run_stage(run_train, params, manifest, pretrained, out, ckpt_dir, live_dir)
