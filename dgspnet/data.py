@@ -4,21 +4,23 @@
 
 # %% ../nbs/01_data.ipynb #1aa62d88
 from __future__ import annotations
-import csv, json, math, os, sys
+import csv, difflib, json, math, os, sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from fastcore.script import call_parse
+from fastcore.script import call_parse, Param
+from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'SPLITS', 'LAYOUTS', 'MASK_THRESHOLD', 'DatasetError', 'Layout', 'DatasetFolder', 'resolve_layout',
-           'detect_layout', 'clean_name', 'parse_split_file', 'load_split_names', 'sample_paths', 'to_gray',
-           'read_image', 'read_mask', 'fit_mask', 'ValidationReport', 'check_sample', 'validate_dataset',
-           'compute_stats', 'read_scenes', 'prepare_dataset', 'load_manifest', 'pad_to', 'pad_to_multiple',
-           'random_crop', 'random_flip', 'IRSTDDataset', 'prepare_cli']
+__all__ = ['IMAGE_EXTS', 'SPLITS', 'LAYOUTS', 'MASK_THRESHOLD', 'SOURCE_HINT', 'DatasetError', 'Layout', 'DatasetFolder',
+           'find_folder', 'resolve_layout', 'detect_layout', 'clean_name', 'parse_split_file', 'load_split_names',
+           'sample_paths', 'to_gray', 'read_image', 'read_mask', 'grey_values', 'fit_mask', 'ValidationReport',
+           'check_sample', 'validate_dataset', 'compute_stats', 'read_scenes', 'prepare_dataset', 'load_manifest',
+           'pad_to', 'normalize', 'random_crop', 'random_flip', 'IRSTDDataset', 'run_prepare', 'prepare_config',
+           'prepare_summary', 'prepare_cli']
 
 # %% ../nbs/01_data.ipynb #3a0da89d
 class DatasetError(Exception):
@@ -34,7 +36,7 @@ SPLITS = ("train", "test")
 @dataclass(frozen=True)
 class Layout:
     "Where one published layout keeps images, masks and split lists (paths relative to the dataset root)."
-    name:str # "plain", "dnanet", "basicirstd", "sirst_v1" or "irstd1k"
+    name:str # "plain", "dnanet", "basicirstd", "sirst_v1", "sirst_v2" or "irstd1k"
     image_dir:str
     mask_dir:str
     train:str # split list of the training set; "*" stands for the dataset name (BasicIRSTD)
@@ -46,6 +48,7 @@ LAYOUTS = (
     Layout("dnanet", "images", "masks", "50_50/train.txt", "50_50/test.txt"),
     Layout("basicirstd", "images", "masks", "img_idx/train_*.txt", "img_idx/test_*.txt"),
     Layout("sirst_v1", "images", "masks", "idx_427/trainval.txt", "idx_427/test.txt", "_pixels0"),
+    Layout("sirst_v2", "mixed", "annotations/masks", "splits/trainval_full.txt", "splits/test_full.txt", "_pixels0"),
     Layout("irstd1k", "IRSTD1k_Img", "IRSTD1k_Label", "trainval.txt", "test.txt"),
 )
 
@@ -57,10 +60,11 @@ def _basicirstd_name(root:Path) -> str|None:
     if root.name in names: return root.name
     return names[0] if len(names) == 1 else None
 
-def _locate(root:Path, lay:Layout) -> tuple[dict, list]:
-    "The split files of `lay` under `root`, and the folders/files missing for `root` to be in that layout."
+def _locate(root:Path, lay:Layout, split_stems=None) -> tuple[dict, list]:
+    "The split files of `lay` under `root` (named by `split_stems` if given), and what is missing for `root` to be in that layout."
     name = (_basicirstd_name(root) if lay.name == "basicirstd" else None) or "<NAME>"
     files = {s: root/getattr(lay, s).replace("*", name) for s in SPLITS}
+    if split_stems: files = {s: files[s].with_name(f"{stem}.txt") for s, stem in zip(SPLITS, split_stems)}
     missing = [f"{d}/" for d in (lay.image_dir, lay.mask_dir) if not (root/d).is_dir()]
     return files, missing + [p.relative_to(root).as_posix() for p in files.values() if not p.is_file()]
 
@@ -71,6 +75,11 @@ def _find(folder:Path, stem:str) -> Path:
         if (p := folder/f"{stem}{ext}").is_file(): return p
     return folder/f"{stem}.png"
 
+def _within(folder:Path, name:str) -> bool:
+    "Whether `folder/name` stays inside `folder`, judged on the path text (symlinks are not followed)."
+    f, p = os.path.abspath(folder), os.path.abspath(os.path.join(folder, name))
+    return p != f and os.path.commonpath([f, p]) == f
+
 @dataclass(frozen=True)
 class DatasetFolder:
     "A dataset root resolved to its layout."
@@ -79,25 +88,56 @@ class DatasetFolder:
     split_files:dict # split -> Path of its list of names
 
     def rel(self, p:Path) -> str: return Path(p).relative_to(self.root).as_posix()
+    def contains(self, name:str) -> bool:
+        "Whether sample `name` names files inside the image and mask folders (not an absolute path, no `..` out)."
+        return all(_within(self.root/d, name) for d in (self.layout.image_dir, self.layout.mask_dir))
     def paths(self, name:str) -> tuple[Path, Path]:
-        "(image path, mask path) of sample `name` (they may not exist)."
+        "(image path, mask path) of sample `name` (they may not exist); `DatasetError` for a name leading out of the folders."
         lay = self.layout
+        if not self.contains(name): raise DatasetError(f"{self.root}: sample name {name!r} leads outside {lay.image_dir}/ and {lay.mask_dir}/")
         return _find(self.root/lay.image_dir, name), _find(self.root/lay.mask_dir, name + lay.mask_suffix)
 
+# %% ../nbs/01_data.ipynb #ed2f6e6b
+def _match_folder(path) -> tuple[Path|None, str]:
+    "(`path` with each missing component matched case-insensitively, '') or (None, why not, naming the closest folder)."
+    p = Path(path)
+    if p.is_dir(): return p, ""
+    cur = Path(p.anchor) if p.anchor else Path()
+    for part in (p.parts[1:] if p.anchor else p.parts):
+        if part in (".", "..") or (cur/part).is_dir(): cur = cur/part; continue
+        subs = sorted(d.name for d in cur.iterdir() if d.is_dir()) if cur.is_dir() else []
+        same = [d for d in subs if d.lower() == part.lower()]
+        if len(same) == 1: cur = cur/same[0]; continue
+        if same: return None, f"{' and '.join(str(cur/d) for d in same)} differ from it only in case"
+        close = difflib.get_close_matches(part.lower(), [d.lower() for d in subs], n=1, cutoff=0.0)
+        if not close: return None, f"{cur} has no folders"
+        return None, f"the closest existing folder is {cur/subs[[d.lower() for d in subs].index(close[0])]}"
+    return cur, ""
+
+def find_folder(path) -> Path:
+    "The folder `path`, matched case-insensitively where it does not exist as written; `DatasetError` naming the closest one."
+    found, why = _match_folder(path)
+    if found is None: raise DatasetError(f"{path}: no such dataset folder; {why}")
+    return found
+
 # %% ../nbs/01_data.ipynb #f6d53523
-def resolve_layout(root) -> DatasetFolder:
+def resolve_layout(root, split_stems=None, # (train, test) stems of the split lists, e.g. ("trainval_v1", "test_v1"); default: the layout's own
+                   layout:str|None=None, # try only this layout (the one a manifest recorded); default: all, in order
+                  ) -> DatasetFolder:
     "Find which published layout `root` is in; `DatasetError` listing what was looked for when none fits."
-    root = Path(root)
-    if not root.is_dir(): raise DatasetError(f"{root}: no such dataset folder")
+    root = find_folder(root)
+    if layout is not None and layout not in (names := [l.name for l in LAYOUTS]): raise ValueError(f"layout must be one of {names}, got {layout!r}")
     looked = []
     for lay in LAYOUTS:
-        files, missing = _locate(root, lay)
+        if layout is not None and lay.name != layout: continue
+        files, missing = _locate(root, lay, split_stems)
         if not missing: return DatasetFolder(root, lay, files)
-        looked.append(f"  - {lay.name}: {lay.image_dir}/ {lay.mask_dir}/ {lay.train} {lay.test} (missing: {', '.join(missing)})")
+        lists = " ".join(p.relative_to(root).as_posix() for p in files.values())
+        looked.append(f"  - {lay.name}: {lay.image_dir}/ {lay.mask_dir}/ {lists} (missing: {', '.join(missing)})")
     raise DatasetError(f"{root}: not a known IRSTD dataset layout. Looked for:\n" + "\n".join(looked), looked)
 
 def detect_layout(root) -> str:
-    "Name of the published layout of dataset folder `root`: plain, dnanet, basicirstd, sirst_v1 or irstd1k."
+    "Name of the published layout of dataset folder `root`: plain, dnanet, basicirstd, sirst_v1, sirst_v2 or irstd1k."
     return resolve_layout(root).layout.name
 
 # %% ../nbs/01_data.ipynb #535b5339
@@ -127,6 +167,7 @@ def to_gray(im:Image.Image) -> np.ndarray:
     if im.mode in ("P", "PA"): im = im.convert("RGBA")
     if im.mode.startswith("I"): return (np.asarray(im, np.float64) / 65535).astype(np.float32)
     if im.mode == "1": return np.asarray(im, np.float32)
+    if im.mode == "F": return np.array(im, np.float32)
     if im.mode not in ("L", "LA", "RGB", "RGBA"): raise ValueError(f"unsupported image mode {im.mode}")
     a = np.asarray(im)
     if a.ndim == 3 and im.mode.startswith("RGB"):
@@ -156,6 +197,11 @@ def read_mask(path, threshold:float=MASK_THRESHOLD) -> np.ndarray:
     "Mask file -> bool (H, W): True where the [0, 1] value is above `threshold`."
     return read_image(path) > threshold
 
+def grey_values(mask:np.ndarray, limit:int=16) -> list:
+    "Distinct values of a [0, 1] mask other than 0 and 1, on the 0-255 scale, smallest first (at most `limit`)."
+    v = np.unique(mask); v = v[(v != 0) & (v != 1)][:limit].astype(np.float64) * 255
+    return [int(round(x)) if abs(x - round(x)) < 1e-3 else round(float(x), 3) for x in v]
+
 # %% ../nbs/01_data.ipynb #3409767e
 def fit_mask(mask:np.ndarray, shape:tuple) -> np.ndarray:
     "Resize a float mask to `shape` (h, w) with nearest neighbour (for a mask drawn on a rescaled frame)."
@@ -175,6 +221,10 @@ class ValidationReport:
     problems:list=field(default_factory=list) # one message per problem, starting with the file it is about
     skipped:list=field(default_factory=list) # {"split", "name", "reason"} for each entry left out
     resized_masks:list=field(default_factory=list) # names whose mask is resized to the image (resize_masks=True)
+    split_files:dict=field(default_factory=dict) # split -> its list, relative to the root
+    nonbinary_masks:dict=field(default_factory=dict) # mask file -> its values other than 0 and 255 (0-255 scale)
+    target_free:dict=field(default_factory=dict) # split -> names of usable frames whose mask has no target pixel
+    checked:int=0 # samples checked
 
     def describe(self) -> str:
         "The problems as a message for people."
@@ -184,34 +234,44 @@ class ValidationReport:
                 + "\n".join(f"  - {p}" for p in self.problems) + hint)
 
 # %% ../nbs/01_data.ipynb #b0317f05
-def check_sample(folder:DatasetFolder, name:str, resize_masks:bool=False) -> tuple[list, bool]:
-    "Problems with sample `name` (each message starts with its file), and whether its mask needs resizing."
+def check_sample(folder:DatasetFolder, name:str, resize_masks:bool=False) -> tuple[list, dict]:
+    "Problems with sample `name` (each message starts with its file), and what was seen: resize (the mask), grey (values), empty (no target)."
     img_p, msk_p = folder.paths(name)
+    seen = dict(resize=False, grey=[], empty=False)
     out = [f"{folder.rel(p)}: no {kind} file for '{name}'" for p, kind in ((img_p, "image"), (msk_p, "mask")) if not p.is_file()]
-    if out: return out, False
+    if out: return out, seen
     arrays = {}
     for p in (img_p, msk_p):
         try: arrays[p] = _decode(p)
         except _DECODE_ERRORS as e: out.append(f"{folder.rel(p)}: unreadable or corrupt image ({type(e).__name__}: {e})")
-    if out: return out, False
+    if out: return out, seen
+    for p, a in arrays.items():
+        if not (ok := np.isfinite(a)).all(): out.append(f"{folder.rel(p)}: {int((~ok).sum())} non-finite pixel(s) (NaN or inf)")
+    if out: return out, seen
     img, msk = arrays[img_p], arrays[msk_p]
     resize = msk.shape != img.shape
     if resize and not (resize_masks and _same_aspect(msk.shape, img.shape)):
         (mh, mw), (ih, iw) = msk.shape, img.shape
-        return [f"{folder.rel(msk_p)}: mask is {mw}x{mh} but its image {folder.rel(img_p)} is {iw}x{ih}"], False
+        return [f"{folder.rel(msk_p)}: mask is {mw}x{mh} but its image {folder.rel(img_p)} is {iw}x{ih}"], seen
     if resize: msk = fit_mask(msk, img.shape)
     if msk.max() > 0 and not (msk > MASK_THRESHOLD).any():
         out.append(f"{folder.rel(msk_p)}: mask has nonzero pixels but none above the threshold "
                    f"(max {msk.max()*255:.0f}/255): masks must be 0/255, is it stored as 0/1?")
-    return out, resize
+    return out, dict(resize=resize, grey=grey_values(msk), empty=not (msk > MASK_THRESHOLD).any())
 
 # %% ../nbs/01_data.ipynb #c190523e
 def _split_problems(folder:DatasetFolder) -> tuple[dict, list, list, list]:
-    "Names per split after removing repeats and train/test overlap; problems; skipped entries; fatal problems."
+    "Names per split after removing entries leading outside, repeats and train/test overlap; problems; skipped entries; fatal problems."
     names = {s: parse_split_file(folder.split_files[s]) for s in SPLITS}
     sf = {s: folder.rel(folder.split_files[s]) for s in SPLITS}
     problems, skipped, fatal = [], [], [f"{sf[s]}: empty split (no names listed)" for s in SPLITS if not names[s]]
+    lay = folder.layout
     for s in SPLITS:
+        for n in dict.fromkeys(n for n in names[s] if not folder.contains(n)):
+            problems.append(f"{sf[s]}: entry '{n}' leads outside the dataset folder (absolute, or '..' out of "
+                            f"{lay.image_dir}/ and {lay.mask_dir}/); an entry must be a sample name")
+            skipped.append(dict(split=s, name=n, reason=f"entry outside the dataset folder in {sf[s]}"))
+        names[s] = [n for n in names[s] if folder.contains(n)]
         for n, k in Counter(names[s]).items():
             if k == 1: continue
             problems.append(f"{sf[s]}: '{n}' is listed {k} times")
@@ -227,34 +287,53 @@ def _split_problems(folder:DatasetFolder) -> tuple[dict, list, list, list]:
 # %% ../nbs/01_data.ipynb #e7bd80a7
 def validate_dataset(root, skip_bad:bool=False, # leave bad samples out (listed in `.skipped`) instead of raising
                      resize_masks:bool=False, # resize a mask drawn at another scale to its image's size
+                     split_stems=None, # (train, test) stems of the split lists (see `resolve_layout`); default: the layout's own
+                     progress:bool=False, # progress bar on stderr (shown only when stderr is a terminal)
                     ) -> ValidationReport:
     "Check the whole dataset once; `DatasetError` listing every problem unless `skip_bad`."
-    folder = resolve_layout(root)
+    folder = resolve_layout(root, split_stems)
     names, problems, skipped, fatal = _split_problems(folder)
-    resized = []
+    resized, grey, empty, total = [], {}, {s: [] for s in SPLITS}, sum(map(len, names.values()))
+    bar = tqdm(total=total, desc="validating", unit="sample", mininterval=1.0, file=sys.stderr, disable=None if progress else True)
     for s in SPLITS:
         good = []
         for n in names[s]:
-            msgs, fix = check_sample(folder, n, resize_masks)
+            msgs, seen = check_sample(folder, n, resize_masks); bar.update()
             problems += msgs
-            if msgs: skipped.append(dict(split=s, name=n, reason="; ".join(msgs)))
-            else:
-                good.append(n)
-                if fix: resized.append(n)
+            if msgs: skipped.append(dict(split=s, name=n, reason="; ".join(msgs))); continue
+            good.append(n)
+            if seen["resize"]: resized.append(n)
+            if seen["grey"]: grey[folder.rel(folder.paths(n)[1])] = seen["grey"]
+            if seen["empty"]: empty[s].append(n)
         if names[s] and not good: fatal.append(f"{folder.rel(folder.split_files[s])}: no usable sample left in the split")
         names[s] = good
-    rep = ValidationReport(folder.root, folder.layout.name, names["train"], names["test"], problems + fatal, skipped, resized)
+    bar.close()
+    rep = ValidationReport(folder.root, folder.layout.name, names["train"], names["test"], problems + fatal, skipped, resized,
+                           {s: folder.rel(p) for s, p in folder.split_files.items()}, grey, empty, total)
     if fatal or (problems and not skip_bad): raise DatasetError(rep.describe(), rep.problems)
     return rep
 
 # %% ../nbs/01_data.ipynb #1697b38d
-def compute_stats(root, names) -> dict:
-    "Pixel mean and std (on the [0, 1] scale) over the images `names` of dataset `root` (the training split)."
-    folder, n, s, ss = resolve_layout(root), 0, 0.0, 0.0
-    for name in names:
-        x = read_image(folder.paths(name)[0]).astype(np.float64)
+def compute_stats(root, names, # the images (the training split) of dataset `root`
+                  split_stems=None, # (train, test) stems of the split lists (see `resolve_layout`)
+                  progress:bool=False, # progress bar on stderr (when it is a terminal)
+                 ) -> dict:
+    "Pixel mean and std (on the [0, 1] scale) over images `names`; `DatasetError` naming the files if non-finite or all one value."
+    folder, n, s, ss = resolve_layout(root, split_stems), 0, 0.0, 0.0
+    lo, hi, bad, files = math.inf, -math.inf, [], []
+    for name in tqdm(names, desc="statistics", unit="image", mininterval=1.0, file=sys.stderr, disable=None if progress else True):
+        p = folder.paths(name)[0]
+        x = read_image(p).astype(np.float64)
+        if not np.isfinite(x).all(): bad.append(f"{folder.rel(p)}: non-finite pixels (NaN or inf) in a training image"); continue
         n, s, ss = n + x.size, s + x.sum(), ss + np.square(x).sum()
+        lo, hi = min(lo, x.min()), max(hi, x.max()); files.append(folder.rel(p))
+    if bad: raise DatasetError(f"{root}: no normalization statistics from non-finite pixels:\n" + "\n".join(f"  - {b}" for b in bad), bad)
     if n == 0: raise DatasetError(f"{root}: no training images to compute normalization statistics from")
+    if lo == hi:
+        shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        msg = (f"{root}: the training images have zero variance (every pixel is {lo * 255:.6g}/255), "
+               f"so normalization would divide by 0: {shown}")
+        raise DatasetError(msg, [msg])
     mean = s / n
     return dict(mean=float(mean), std=float(math.sqrt(max(ss / n - mean * mean, 0.0))))
 
@@ -272,17 +351,21 @@ def _inside(p:Path, folder:Path) -> bool: return p == folder or folder in p.pare
 def prepare_dataset(root, out_dir, skip_bad:bool=False, # leave bad samples out (listed in the manifest) instead of raising
                     resize_masks:bool=False, # resize masks drawn at another scale to their image's size
                     scenes=None, # CSV of name,scene; default `root/scenes.csv` when present
+                    split_stems=None, # (train, test) stems of the split lists, e.g. ("trainval_v1", "test_v1"); default: the layout's own
+                    progress:bool=False, # progress bars on stderr (when it is a terminal)
                    ) -> Path:
     "Validate dataset `root`, compute training stats, write and return `out_dir/manifest.json`."
-    root, out_dir = Path(os.path.abspath(root)), Path(os.path.abspath(out_dir))
+    root, out_dir = Path(os.path.abspath(find_folder(root))), Path(os.path.abspath(out_dir))
     if _inside(out_dir, root): raise DatasetError(f"{out_dir}: inside the dataset folder {root}, which is never written to; choose another output folder")
-    rep = validate_dataset(root, skip_bad=skip_bad, resize_masks=resize_masks)
+    rep = validate_dataset(root, skip_bad=skip_bad, resize_masks=resize_masks, split_stems=split_stems, progress=progress)
     words = read_scenes(scenes if scenes is not None else root/"scenes.csv")
     try: root_s = Path(os.path.relpath(root, out_dir)).as_posix()
     except ValueError: root_s = root.as_posix()  # e.g. another drive on Windows
-    man = dict(format=1, root=root_s, layout=rep.layout, train=rep.train, test=rep.test, skipped=rep.skipped,
-               resized_masks=rep.resized_masks, stats=compute_stats(root, rep.train),
-               scenes={n: words[n] for n in rep.train + rep.test if n in words})
+    man = dict(format=1, root=root_s, layout=rep.layout, split_files=rep.split_files, train=rep.train, test=rep.test,
+               skipped=rep.skipped, resized_masks=rep.resized_masks,
+               stats=compute_stats(root, rep.train, split_stems=split_stems, progress=progress),
+               scenes={n: words[n] for n in rep.train + rep.test if n in words},
+               mask_threshold=MASK_THRESHOLD, nonbinary_masks=rep.nonbinary_masks, target_free=rep.target_free)
     out_dir.mkdir(parents=True, exist_ok=True)
     (path := out_dir/"manifest.json").write_text(json.dumps(man, indent=1) + "\n")
     return path
@@ -302,9 +385,9 @@ def pad_to(x:np.ndarray, h:int, w:int) -> np.ndarray:
     ph, pw = max(h - x.shape[0], 0), max(w - x.shape[1], 0)
     return np.pad(x, ((0, ph), (0, pw))) if ph or pw else x
 
-def pad_to_multiple(x:np.ndarray, m:int=32) -> np.ndarray:
-    "Zero-pad 2-D `x` at the bottom/right so both sides are multiples of `m`."
-    return pad_to(x, -(-x.shape[0] // m) * m, -(-x.shape[1] // m) * m)
+def normalize(img:np.ndarray, stats:dict) -> np.ndarray:
+    "`(img - stats['mean']) / stats['std']` as float32 (raw [0, 1] intensity -> network input)."
+    return ((img - stats["mean"]) / stats["std"]).astype(np.float32)
 
 # %% ../nbs/01_data.ipynb #5b4ccb40
 def random_crop(img:np.ndarray, mask:np.ndarray, size:int, rng:np.random.Generator) -> tuple:
@@ -322,7 +405,7 @@ def random_flip(img:np.ndarray, mask:np.ndarray, rng:np.random.Generator) -> tup
 
 # %% ../nbs/01_data.ipynb #2dde3f0e
 class IRSTDDataset(torch.utils.data.Dataset):
-    "Samples of one split of a prepared dataset: random crops with flips for training, whole padded images for testing."
+    "Samples of one split of a prepared dataset: random crops with flips for training, whole unpadded images for testing."
     def __init__(self, manifest, # manifest.json path, or its dict (a relative root in a dict is taken from the cwd)
                  split:str, # "train" or "test"
                  crop:int=256, # training crop size
@@ -333,8 +416,12 @@ class IRSTDDataset(torch.utils.data.Dataset):
         if split not in SPLITS: raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.names, self.crop, self.seed, self.epoch = list(m[split]), crop, seed, 0
         self.train = split == "train" if train is None else train
-        self.mean, self.std = m["stats"]["mean"], m["stats"]["std"]
-        folder = resolve_layout(m["root"])
+        self.stats = m["stats"]
+        self.mean, self.std = self.stats["mean"], self.stats["std"]
+        if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
+            raise DatasetError(f"manifest stats {self.stats}: mean and std must be finite and std > 0; run prepare_dataset again")
+        sf = m.get("split_files")  # older manifests: the layout's own lists
+        folder = resolve_layout(m["root"], [Path(sf[s]).stem for s in SPLITS] if sf else None, m.get("layout"))
         self.paths = [folder.paths(n) for n in self.names]
         self.scenes, self.resized = m.get("scenes", {}), set(m.get("resized_masks", []))
 
@@ -346,10 +433,10 @@ class IRSTDDataset(torch.utils.data.Dataset):
     def load(self, i:int) -> tuple:
         "Normalized float32 image and bool mask of sample `i`, whole and unpadded."
         img_p, msk_p = self.paths[i]
-        img, msk = (read_image(img_p) - self.mean) / self.std, read_image(msk_p)
+        img, msk = normalize(read_image(img_p), self.stats), read_image(msk_p)
         if msk.shape != img.shape and self.names[i] in self.resized: msk = fit_mask(msk, img.shape)
         if msk.shape != img.shape: raise DatasetError(f"{msk_p}: mask size differs from its image's; run prepare_dataset again")
-        return img.astype(np.float32), msk > MASK_THRESHOLD
+        return img, msk > MASK_THRESHOLD
 
     def __getitem__(self, i:int) -> dict:
         img, msk = self.load(i)
@@ -357,34 +444,78 @@ class IRSTDDataset(torch.utils.data.Dataset):
         if self.train:
             rng = np.random.default_rng((self.seed, self.epoch, i))
             img, msk = random_flip(*random_crop(img, msk, self.crop, rng), rng)
-        else:
-            out["size"] = img.shape
-            img, msk = pad_to_multiple(img), pad_to_multiple(msk)
+        else: out["size"] = img.shape
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))[None]
         return dict(image=t(img), mask=t(msk), **out)
 
 # %% ../nbs/01_data.ipynb #d8c8fa27
+SOURCE_HINT = ("Put the dataset under data/<NAME> and set data.source in params.yaml (or pass SOURCE to dgspnet_prepare); "
+               "the default outputs/synthetic is written by the DVC synthetic stage.")
+
+def run_prepare(cfg, # params `Config` (`dgspnet.config`); only `cfg.data` is read: source, skip_bad, resize_masks
+                out_dir="outputs/prepare", # folder of manifest.json
+                scenes=None, # CSV of name,scene (default: the source's scenes.csv when present)
+                split_stems=None, # (train, test) stems of the split lists; default: the layout's own
+                progress:bool=False, # progress bars on stderr (when it is a terminal)
+               ) -> Path:
+    "Validate `cfg.data.source` and write `out_dir/manifest.json`; `DatasetError` (one line for a missing source) otherwise."
+    src = cfg.data.source
+    if not src: raise DatasetError(f"no dataset given: data.source is empty. {SOURCE_HINT}")
+    root, why = _match_folder(src)
+    if root is None: raise DatasetError(f"data.source={str(src)!r} does not exist (cwd {Path.cwd()}; {why}). {SOURCE_HINT}")
+    return prepare_dataset(root, out_dir, skip_bad=cfg.data.skip_bad, resize_masks=cfg.data.resize_masks,
+                           scenes=scenes, split_stems=split_stems, progress=progress)
+
+def prepare_config(source=None, # dataset folder; wins over the params file's data.source
+                   params=None, # params file whose `data` group gives source, skip_bad, resize_masks
+                   skip_bad:bool=False, resize_masks:bool=False, # True switches on what the params file leaves off
+                  ):
+    "The `Config` that `dgspnet_prepare` runs with: the params file (or the defaults), then the command line on top."
+    from dgspnet.config import Config, load_params
+    if source is None and params is None: raise DatasetError("no dataset given: pass SOURCE, or --params FILE to take data.source from it")
+    cfg = load_params(params) if params is not None else Config()
+    if source is not None: cfg.data.source = source
+    cfg.data.skip_bad, cfg.data.resize_masks = cfg.data.skip_bad or skip_bad, cfg.data.resize_masks or resize_masks
+    return cfg
+
+# %% ../nbs/01_data.ipynb #84ad092d
+def _names(names:list, k:int=10) -> str: return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+def prepare_summary(man:dict, path) -> str:
+    "What `dgspnet_prepare` prints about a manifest it wrote at `path`."
+    grey, free, t = man["nonbinary_masks"], man["target_free"], man["mask_threshold"]
+    lines = [f"{man['root']} ({man['layout']} layout; {man['split_files']['train']}, {man['split_files']['test']}): "
+             f"{len(man['train'])} train / {len(man['test'])} test, {len(man['skipped'])} skipped, "
+             f"{len(man['resized_masks'])} masks resized; mean {man['stats']['mean']:.4f} std {man['stats']['std']:.4f} -> {path}"]
+    lines += [f"  skipped {s['split']}/{s['name']}: {s['reason']}" for s in man["skipped"]]
+    lines.append(f"masks: a pixel is target when its value on the [0, 1] scale is > {t} (> {math.floor(t * 255)} of 255); "
+                 f"{len(grey)} mask(s) hold values other than 0 and 255; "
+                 f"{sum(map(len, free.values()))} frame(s) have no target ({', '.join(f'{s} {len(v)}' for s, v in free.items())})")
+    lines += [f"  grey values {', '.join(map(str, v))} in {f}" for f, v in list(grey.items())[:20]]
+    if len(grey) > 20: lines.append(f"  ... and {len(grey) - 20} more masks (see nonbinary_masks in {path})")
+    lines += [f"  no target in {s}: {_names(v)}" for s, v in free.items() if v]
+    return "\n".join(lines)
+
+# %% ../nbs/01_data.ipynb #534ef606
 @call_parse
-def prepare_cli(source:str, # dataset folder, or `synthetic` for the embedded synthetic dataset
-                out_dir:str, # where manifest.json is written (and the synthetic dataset, in out_dir/synthetic)
+def prepare_cli(source:Param("dataset folder, any layout (default: data.source of --params)", str, opt=False, nargs="?")=None,
+                out:str=None, # folder where manifest.json is written (required)
+                params:str=None, # params file (params.yaml): data.source, data.skip_bad, data.resize_masks
                 skip_bad:bool=False, # leave bad samples out (listed in the manifest) instead of stopping
                 resize_masks:bool=False, # resize masks drawn at another scale to their image's size
                 scenes:str=None, # CSV of name,scene (default: SOURCE/scenes.csv when present)
-                synthetic:bool=False, # generate the synthetic dataset into SOURCE first
-                n_train:int=48, # synthetic: training images
-                n_test:int=24, # synthetic: test images
-                size:int=128, # synthetic: image side in pixels
-                seed:int=0, # synthetic: generator seed
+                splits:str=None, # stems of the split lists as TRAIN,TEST, e.g. trainval_v1,test_v1 (default: the layout's own)
                ):
-    "Validate an IRSTD dataset folder and write OUT_DIR/manifest.json (the DVC prepare stage)."
-    if source == "synthetic" or synthetic:
-        from dgspnet.synthetic import make_synthetic_dataset
-        source = make_synthetic_dataset(Path(out_dir)/"synthetic" if source == "synthetic" else source,
-                                        n_train=n_train, n_test=n_test, size=size, seed=seed)
-    try: path = prepare_dataset(source, out_dir, skip_bad=skip_bad, resize_masks=resize_masks, scenes=scenes)
-    except DatasetError as e: sys.exit(f"dgspnet_prepare: {e}")
-    man = json.loads(path.read_text())
-    print(f"{source} ({man['layout']} layout): {len(man['train'])} train / {len(man['test'])} test, "
-          f"{len(man['skipped'])} skipped, {len(man['resized_masks'])} masks resized; "
-          f"mean {man['stats']['mean']:.4f} std {man['stats']['std']:.4f} -> {path}")
-    for s in man["skipped"]: print(f"  skipped {s['split']}/{s['name']}: {s['reason']}")
+    "Validate an IRSTD dataset folder and write OUT/manifest.json (the DVC prepare stage, with --params)."
+    from dgspnet.config import ConfigError
+    try:
+        if out is None: raise DatasetError("--out DIR is required: the folder where manifest.json is written")
+        stems = None if splits is None else tuple(x.strip() for x in splits.split(","))
+        if stems is not None and (len(stems) != 2 or not all(stems)): raise DatasetError(f"--splits {splits!r}: give two stems as TRAIN,TEST")
+        cfg = prepare_config(source, params, skip_bad, resize_masks)
+        path = run_prepare(cfg, out, scenes=scenes, split_stems=stems, progress=True)
+    except (DatasetError, ConfigError, FileNotFoundError) as e: sys.exit(f"dgspnet_prepare: {e}")
+    man = load_manifest(path)  # its root resolved, to print
+    n = len(man["train"]) + len(man["test"]) + len(man["skipped"])
+    print(f"validated {n} samples ({len(man['train']) + len(man['test'])} usable, {len(man['skipped'])} skipped)")
+    print(prepare_summary(man, path))

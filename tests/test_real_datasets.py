@@ -80,5 +80,5 @@ def test_prepare_and_load(name, tmp_path):
     for n in sorted(mismatched) or test.names[:1]:
         it = test[test.names.index(n)]
         h, w = it["size"]
-        assert it["image"].shape == it["mask"].shape and it["image"].shape[1] % 32 == 0 and it["image"].shape[2] % 32 == 0
-        assert 0 < it["mask"][0, :h, :w].sum() == it["mask"].sum()
+        assert it["image"].shape == it["mask"].shape and it["image"].shape[1:] == (h, w)  # whole and unpadded
+        assert it["mask"].sum() > 0
