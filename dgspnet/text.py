@@ -24,7 +24,7 @@ _logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['TextFeatures', 'ClipWeightsMissing', 'clip_weights_missing', 'build_text_tower', 'clip_weights_file',
-           'read_checkpoint', 'select_text_keys', 'TextEncoder']
+           'read_checkpoint', 'select_text_keys', 'load_text_tower', 'TextEncoder']
 
 # %% ../nbs/06_text.ipynb #cell006
 class TextFeatures(NamedTuple):
@@ -42,7 +42,7 @@ def clip_weights_missing(problem:str, # what was looked for and not found
     "A `ClipWeightsMissing` whose message names `model.clip_weights` and the ways to provide the weights."
     return ClipWeightsMissing(
         f"CLIP text-encoder weights not found: {problem}\n"
-        "Set `model.clip_weights` in params.yaml (TextEncoder(weights=...)) to one of:\n"
+        "Set `model.clip_weights` in params.yaml (TextEncoder(clip_weights=...)) to one of:\n"
         "  - 'openai': OpenAI's ViT-B-32 weights from the Hugging Face hub cache (repo timm/vit_base_patch32_clip_224.openai). "
         "Offline the file must already be in the cache (HF_HOME, default ~/.cache/huggingface/hub): run once online "
         "(without HF_HUB_OFFLINE=1) to download it, or copy that cache folder from a machine that has it;\n"
@@ -67,30 +67,30 @@ def build_text_tower(model_name:str="ViT-B-32", # open_clip model config name
         return _build_text_tower(cfg["embed_dim"], text_cfg, quick_gelu=quick_gelu or cfg.get("quick_gelu", False))
 
 # %% ../nbs/06_text.ipynb #cell015
-def clip_weights_file(weights:str="openai", # open_clip pretrained tag (e.g. "openai") or a checkpoint path
+def clip_weights_file(clip_weights:str="openai", # open_clip pretrained tag (e.g. "openai") or a checkpoint path
                       model_name:str="ViT-B-32", # open_clip model config name
                       cache_dir:Optional[str]=None, # Hugging Face hub cache folder (None: the default)
                      ) -> Path:
-    "The local file holding the CLIP weights named by `weights`; raises `ClipWeightsMissing` when there is none."
-    cfg = get_pretrained_cfg(model_name, str(weights))
+    "The local file holding the CLIP weights named by `clip_weights`; raises `ClipWeightsMissing` when there is none."
+    cfg = get_pretrained_cfg(model_name, str(clip_weights))
     if cfg:
         try:
             found = download_pretrained(cfg, cache_dir=cache_dir)  # offline: only the cache is looked in
         except Exception as e:
             reason = str(e).splitlines()[0][:200]
             source = cfg.get('hf_hub', '').rstrip('/') or cfg.get('url')
-            raise clip_weights_missing(f"open_clip pretrained {model_name} / {weights!r} (hub repo {source}) "
+            raise clip_weights_missing(f"open_clip pretrained {model_name} / {clip_weights!r} (hub repo {source}) "
                                        f"is not in the Hugging Face cache and could not be downloaded ({type(e).__name__}: {reason})") from e
-        if not found: raise clip_weights_missing(f"open_clip has no download source for {model_name} / {weights!r}")
+        if not found: raise clip_weights_missing(f"open_clip has no download source for {model_name} / {clip_weights!r}")
         return Path(found)
-    path = Path(weights).expanduser()
+    path = Path(clip_weights).expanduser()
     if path.is_dir():
         names = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "ViT-B-32.pt")
         found = [path/n for n in names if (path/n).is_file()]
         if not found: raise clip_weights_missing(f"no checkpoint file ({', '.join(names)}) in folder {path}")
         path = found[0]
     if not path.is_file():
-        raise clip_weights_missing(f"no checkpoint file at {path} (`{weights}` is neither 'openai', 'none', "
+        raise clip_weights_missing(f"no checkpoint file at {path} (`{clip_weights}` is neither 'openai', 'none', "
                                    f"another open_clip tag of {model_name}, nor an existing file)")
     return path
 
@@ -123,44 +123,55 @@ def select_text_keys(state_dict:dict, # open_clip / full CLIP / CustomTextCLIP /
         raise KeyError(f"not a CLIP text tower state dict: {len(missing)} text keys missing, e.g. {missing[:3]}")
     return {k: sd[k] for k in keys}
 
+# %% ../nbs/06_text.ipynb #cc8be938
+def load_text_tower(clip_weights:str="openai", # "openai", another open_clip tag, a checkpoint path, or "none"
+                    model_name:str="ViT-B-32", # open_clip model config name
+                    quick_gelu:Optional[bool]=None, # None: as open_clip's config for these weights ("openai": True)
+                    cache_dir:Optional[str]=None, # Hugging Face hub cache folder (None: the default)
+                    seed:int=0, # seed of the random tower when clip_weights="none"
+                   ) -> tuple:
+    "(the text tower with the weights of `clip_weights` loaded, a description of where they came from)."
+    random_tower = clip_weights.lower() == "none"
+    path = None if random_tower else clip_weights_file(clip_weights, model_name, cache_dir)  # fail fast, before building
+    if quick_gelu is None:
+        tag_cfg = (None if random_tower else get_pretrained_cfg(model_name, clip_weights)) or get_pretrained_cfg(model_name, "openai")
+        quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+    tower = build_text_tower(model_name, quick_gelu, seed)
+    if path is not None:
+        try: tower.load_state_dict(select_text_keys(read_checkpoint(path), list(tower.state_dict())))
+        except (KeyError, RuntimeError) as e: raise ValueError(f"{path} does not hold {model_name} CLIP text weights: {e}") from e
+    return tower, (f"random (seed {seed})" if random_tower else str(path))
+
 # %% ../nbs/06_text.ipynb #cell021
 class TextEncoder(nn.Module):
     "Frozen CLIP text tower (open_clip) encoding prompts whose placeholder tokens are replaced by fine-grained vectors."
     def __init__(self,
-                 weights:str="openai", # "openai" (HF hub cache), another open_clip tag, a checkpoint path, or "none" (random; smoke tests only)
+                 clip_weights:str="openai", # "openai" (HF hub cache), another open_clip tag, a checkpoint path, or "none" (random; smoke tests only)
                  model_name:str="ViT-B-32", # open_clip model config name
                  quick_gelu:Optional[bool]=None, # None: as open_clip's config for these weights ("openai": True)
                  cache_dir:Optional[str]=None, # Hugging Face hub cache folder for pretrained tags (None: the default)
-                 seed:int=0, # seed of the random tower when weights="none"
+                 seed:int=0, # seed of the random tower when clip_weights="none"
                  use_cache:bool=True, # reuse the features of prompts without fine tokens
                  prefix_cache:bool=True, # reuse the keys/values of the prompt prefix before the first fine token
                 ):
         super().__init__()
-        weights = str(weights)
-        self.model_name, self.is_random, self.use_cache = model_name, weights.lower() == "none", use_cache
+        clip_weights = str(clip_weights)
+        self.model_name, self.text_tower_random, self.use_cache = model_name, clip_weights.lower() == "none", use_cache
         self.prefix_cache = prefix_cache
-        path = None if self.is_random else clip_weights_file(weights, model_name, cache_dir)  # fail fast, before building
-        if quick_gelu is None:
-            tag_cfg = (None if self.is_random else get_pretrained_cfg(model_name, weights)) or get_pretrained_cfg(model_name, "openai")
-            quick_gelu = bool(tag_cfg.get("quick_gelu", False))
-        tower = build_text_tower(model_name, quick_gelu, seed)
-        if path is not None:
-            try: tower.load_state_dict(select_text_keys(read_checkpoint(path), list(tower.state_dict())))
-            except (KeyError, RuntimeError) as e: raise ValueError(f"{path} does not hold {model_name} CLIP text weights: {e}") from e
+        tower, self.source = load_text_tower(clip_weights, model_name, quick_gelu, cache_dir, seed)
         # keep the parts encode_text uses, under open_clip's key names (so state dicts stay interchangeable)
         self.token_embedding, self.positional_embedding = tower.token_embedding, tower.positional_embedding
         self.transformer, self.ln_final, self.text_projection = tower.transformer, tower.ln_final, tower.text_projection
         self.register_buffer("attn_mask", tower.attn_mask, persistent=False)
         self.width, self.context_length = tower.width, tower.context_length
         self.embed_dim = tower.output_dim if tower.text_projection is not None else tower.width
-        self.source = f"random (seed {seed})" if self.is_random else str(path)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self._cache, self._prefix_cache = {}, {}  # coarse prompts; prompt prefixes (see `encode_prefixed`)
         self.prefix_computations = 0  # how many prefixes were run through the tower (cache misses)
         self.requires_grad_(False)
         super().train(False)
         self.register_load_state_dict_post_hook(lambda module, keys: module.clear_cache())
-        if self.is_random:
+        if self.text_tower_random:
             _logger.warning("RANDOM CLIP TEXT TOWER: results are not the paper's (model.clip_weights = 'none'; smoke tests only)")
 
     def train(self, mode:bool=True):
@@ -212,43 +223,47 @@ class TextEncoder(nn.Module):
         eot = eot if p is None else p(eot) if isinstance(p, nn.Linear) else eot @ p
         return TextFeatures(x * mask[..., None], eot, mask)
 
-    def _encode_cached(self, tokens, eot_idx, L):
-        "`encode` for prompts without fine tokens, computing each distinct prompt once."
-        where = (str(tokens.device), self.positional_embedding.dtype, torch.is_autocast_enabled(tokens.device.type))
-        keys = [(tuple(row[:e + 1]), where) for row, e in zip(tokens.tolist(), eot_idx.tolist())]
-        todo = [i for i, k in enumerate(keys) if k not in self._cache and keys.index(k) == i]
-        if todo:
-            rows = torch.tensor(todo, device=tokens.device)
-            new = self.encode(tokens[rows, :int(eot_idx[rows].max()) + 1], eot_idx[rows])
-            if len(self._cache) + len(todo) > 4096: self.clear_cache()  # bound memory; prompts are few in practice
-            for j, i in enumerate(todo):
-                self._cache[keys[i]] = (new.seq[j, :len(keys[i][0])].clone(), new.eot[j].clone())
-        cached = [self._cache[k] for k in keys]
-        seq = cached[0][0].new_zeros(len(keys), L, self.width)
-        for i, (s, _) in enumerate(cached): seq[i, :len(s)] = s
-        mask = torch.arange(L, device=tokens.device) <= eot_idx[:, None]
-        return TextFeatures(seq, torch.stack([e for _, e in cached]), mask)
+# %% ../nbs/06_text.ipynb #cbff5fc9
+@patch
+def _check(self:TextEncoder, tokens, fine, fine_positions):
+    "Validate shapes and positions; move inputs to the encoder's device."
+    dev = self.positional_embedding.device
+    if tokens.dim() != 2 or tokens.dtype not in (torch.int32, torch.int64) or not 0 < tokens.shape[1] <= self.context_length:
+        raise ValueError(f"tokens must be integer token ids [B, <= {self.context_length}] (see .tokenize), got {tokens.dtype} {tuple(tokens.shape)}")
+    tokens = tokens.to(dev, torch.long)
+    if (fine is None) != (fine_positions is None):
+        raise ValueError("fine and fine_positions must be given together")
+    if fine is None: return tokens, None, None
+    B = tokens.shape[0]
+    if fine_positions.dim() != 2 or fine.dim() != 3 or fine.shape != (B, fine_positions.shape[1], self.width):
+        raise ValueError(f"fine tokens must be [B={B}, n, width={self.width}] with fine_positions [B={B}, n]; "
+                         f"got fine {tuple(fine.shape)}, fine_positions {tuple(fine_positions.shape)}")
+    pos = fine_positions.to(dev, torch.long)
+    eot_idx = tokens.argmax(-1, keepdim=True)
+    if ((pos < 1) | (pos >= eot_idx)).any():
+        raise ValueError(f"fine_positions must lie between [sot] and [eot] of each prompt; got {pos.tolist()} with [eot] at {eot_idx.flatten().tolist()}")
+    if pos.shape[1] > 1 and (pos.sort(-1).values.diff(dim=-1) == 0).any():
+        raise ValueError(f"fine_positions repeat a position within a prompt: {pos.tolist()}")
+    return tokens, fine.to(dev), pos
 
-    def _check(self, tokens, fine, fine_positions):
-        "Validate shapes and positions; move inputs to the encoder's device."
-        dev = self.positional_embedding.device
-        if tokens.dim() != 2 or tokens.dtype not in (torch.int32, torch.int64) or not 0 < tokens.shape[1] <= self.context_length:
-            raise ValueError(f"tokens must be integer token ids [B, <= {self.context_length}] (see .tokenize), got {tokens.dtype} {tuple(tokens.shape)}")
-        tokens = tokens.to(dev, torch.long)
-        if (fine is None) != (fine_positions is None):
-            raise ValueError("fine and fine_positions must be given together")
-        if fine is None: return tokens, None, None
-        B = tokens.shape[0]
-        if fine_positions.dim() != 2 or fine.dim() != 3 or fine.shape != (B, fine_positions.shape[1], self.width):
-            raise ValueError(f"fine tokens must be [B={B}, n, width={self.width}] with fine_positions [B={B}, n]; "
-                             f"got fine {tuple(fine.shape)}, fine_positions {tuple(fine_positions.shape)}")
-        pos = fine_positions.to(dev, torch.long)
-        eot_idx = tokens.argmax(-1, keepdim=True)
-        if ((pos < 1) | (pos >= eot_idx)).any():
-            raise ValueError(f"fine_positions must lie between [sot] and [eot] of each prompt; got {pos.tolist()} with [eot] at {eot_idx.flatten().tolist()}")
-        if pos.shape[1] > 1 and (pos.sort(-1).values.diff(dim=-1) == 0).any():
-            raise ValueError(f"fine_positions repeat a position within a prompt: {pos.tolist()}")
-        return tokens, fine.to(dev), pos
+# %% ../nbs/06_text.ipynb #37b41bb0
+@patch
+def _encode_cached(self:TextEncoder, tokens, eot_idx, L):
+    "`encode` for prompts without fine tokens, computing each distinct prompt once."
+    where = (str(tokens.device), self.positional_embedding.dtype, torch.is_autocast_enabled(tokens.device.type))
+    keys = [(tuple(row[:e + 1]), where) for row, e in zip(tokens.tolist(), eot_idx.tolist())]
+    todo = [i for i, k in enumerate(keys) if k not in self._cache and keys.index(k) == i]
+    if todo:
+        rows = torch.tensor(todo, device=tokens.device)
+        new = self.encode(tokens[rows, :int(eot_idx[rows].max()) + 1], eot_idx[rows])
+        if len(self._cache) + len(todo) > 4096: self.clear_cache()  # bound memory; prompts are few in practice
+        for j, i in enumerate(todo):
+            self._cache[keys[i]] = (new.seq[j, :len(keys[i][0])].clone(), new.eot[j].clone())
+    cached = [self._cache[k] for k in keys]
+    seq = cached[0][0].new_zeros(len(keys), L, self.width)
+    for i, (s, _) in enumerate(cached): seq[i, :len(s)] = s
+    mask = torch.arange(L, device=tokens.device) <= eot_idx[:, None]
+    return TextFeatures(seq, torch.stack([e for _, e in cached]), mask)
 
 # %% ../nbs/06_text.ipynb #cell021b
 @torch.no_grad()
