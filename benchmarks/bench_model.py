@@ -123,7 +123,7 @@ def main():
                    timing=(f"{a.repeats} runs per case in interleaved rounds after 2 warmup runs; per image: wall-clock median and min, "
                            "median process CPU time (all threads). On a shared, loaded machine the 2-thread numbers suffer "
                            "from oversubscription (compare loadavg); the 1-thread numbers are the robust ones"),
-                   clip_weights=weights, text_is_random=te.is_random,
+                   clip_weights=weights, text_tower_random=te.text_tower_random,
                    flops="torch.utils.flop_counter.FlopCounterMode at batch 1: 2 per multiply-accumulate; convs, matmuls, attention"),
         models=static,
         runs=runs,

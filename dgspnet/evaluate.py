@@ -4,19 +4,22 @@
 
 # %% ../nbs/14_evaluate.ipynb #f86d7712
 from __future__ import annotations
-import dgspnet.config  # first: sets OMP_WAIT_POLICY before torch loads
+import dgspnet.runtime  # first: sets OMP_WAIT_POLICY before torch loads
 import csv, json, math
 from pathlib import Path
 import numpy as np
 import torch
 from fastcore.script import call_parse
-from .config import Config, config_from_dict, pick_device, set_threads, RANDOM_TEXT_WARNING
+from .runtime import pick_device, set_threads
+from .config import EvaluateCfg, load_params, RANDOM_TEXT_WARNING
 from .data import IRSTDDataset, load_manifest
 from .metrics import SegmentationMetrics, pd_fa_curve, plot_pd_fa_curve
-from .train import build_model, load_trainable_state, predict_split, scenes_of
+from .model import pad_to_multiple
+from .checkpoint import load_trained
+from .inference import overlay, predict_split, scenes_of
 
 # %% auto #0
-__all__ = ['PAPER_TABLE1', 'load_trained', 'overlay', 'save_gallery', 'save_attention', 'evaluate', 'evaluate_cli']
+__all__ = ['PAPER_TABLE1', 'save_gallery', 'save_attention', 'evaluate', 'evaluate_cli']
 
 # %% ../nbs/14_evaluate.ipynb #e20bc501
 PAPER_TABLE1 = {  # DGSPNet row of Table 1 (IoU, Pd in %, Fa in 1e-6), for the report's comparison
@@ -24,32 +27,6 @@ PAPER_TABLE1 = {  # DGSPNet row of Table 1 (IoU, Pd in %, Fa in 1e-6), for the r
     "NUDT-SIRST": dict(IoU=96.13, Pd=99.15, Fa=0.32),
     "NUAA-SIRST": dict(IoU=80.32, Pd=97.33, Fa=9.26),
 }
-
-# %% ../nbs/14_evaluate.ipynb #c2ea7aab
-def load_trained(checkpoint, # model.pt written by the train stage
-                 device="cpu"):
-    "The trained `DGSPNet` (eval mode) and the checkpoint dict."
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    cfg = config_from_dict(ck["config"])
-    net = build_model(cfg)
-    load_trainable_state(net, ck["state"], ck.get("text_checksum"))
-    return net.to(device).eval(), ck
-
-# %% ../nbs/14_evaluate.ipynb #adb1014b
-def overlay(img:np.ndarray, # (H,W) image, any range
-            pred:np.ndarray, # (H,W) bool prediction
-            gt:np.ndarray|None=None, # (H,W) bool ground truth (optional)
-           ) -> np.ndarray:
-    "RGB float image: grey input, red prediction, green ground truth, yellow where both."
-    g = img.astype(np.float32)
-    lo, hi = np.percentile(g, 1), np.percentile(g, 99.5)
-    g = np.clip((g - lo) / (hi - lo + 1e-8), 0, 1)
-    rgb = np.stack([g, g, g], -1) * 0.8
-    rgb[pred] = [1.0, 0.15, 0.15]
-    if gt is not None:
-        rgb[gt & ~pred] = [0.15, 1.0, 0.15]
-        rgb[gt & pred] = [1.0, 1.0, 0.1]
-    return rgb
 
 # %% ../nbs/14_evaluate.ipynb #0f08ee3f
 def save_gallery(records:list, # dicts with name, image, gt, prob, iou
@@ -80,23 +57,24 @@ def save_attention(net, ds, indices:list, path, device="cpu"):
     rows = []
     for i in indices:
         item = ds[i]
-        out = net(item["image"][None].to(device), scenes=scenes_of({"scene": [item.get("scene", "")]}), return_attention=True)
+        x = pad_to_multiple(item["image"][None].to(device))
+        out = net(x, scenes=scenes_of({"scene": [item.get("scene", "")]}), return_attention=True)
         att = out[1] if isinstance(out, tuple) else {}
         maps = _attention_maps(att)
         h, w = (int(v) for v in item["size"])
-        rows.append((item, maps, h, w))
-    n = max([len(m) for _, m, _, _ in rows] + [0])
+        rows.append((item, maps, h, w, x.shape[-2:]))
+    n = max([len(m) for _, m, _, _, _ in rows] + [0])
     if n == 0:  # still write the figure (a pipeline out): say why it is empty
         fig, ax = plt.subplots(figsize=(4, 1)); ax.axis("off")
         ax.text(0.5, 0.5, "no TGSA maps (TGSA off, or no test image with targets)", ha="center", va="center", fontsize=8)
         fig.savefig(path, dpi=90); plt.close(fig)
         return 0
     fig, axes = plt.subplots(len(rows), n + 1, figsize=(2.2 * (n + 1), 2.3 * len(rows)), squeeze=False)
-    for row, (item, maps, h, w) in zip(axes, rows):
+    for row, (item, maps, h, w, (H, W)) in zip(axes, rows):
         row[0].imshow(item["image"][0, :h, :w], cmap="gray"); row[0].set_title(item["name"], fontsize=8)
         for ax, (k, m) in zip(row[1:], maps):
             mh, mw = m.shape
-            sh, sw = math.ceil(h * mh / item["image"].shape[1]), math.ceil(w * mw / item["image"].shape[2])
+            sh, sw = math.ceil(h * mh / H), math.ceil(w * mw / W)
             ax.imshow(m[:sh, :sw], cmap="inferno"); ax.set_title(k, fontsize=8)
         for ax in row: ax.axis("off")
     fig.tight_layout(); fig.savefig(path, dpi=90); plt.close(fig)
@@ -117,10 +95,7 @@ def _attention_maps(att) -> list:
 def evaluate(checkpoint, # model.pt from the train stage
              manifest, # manifest.json of the dataset to score (its test split)
              out_dir="results/evaluate", # where the metrics and figures go
-             threshold:float|None=None, # probability cut (default: evaluate.threshold of the checkpoint's config)
-             curve_points:int|None=None, # thresholds on the Pd-Fa curve (default: from the config)
-             gallery:int|None=None, # best/worst images shown (default: from the config)
-             attention_images:int|None=None, # images whose TGSA maps are drawn (default: from the config)
+             settings:EvaluateCfg|None=None, # threshold, curve points, figures (None: the checkpoint's `evaluate` group)
              device="cpu", threads:int|None=None,
              progress:bool=True, # tqdm bar over the test images
             ) -> dict:
@@ -128,31 +103,27 @@ def evaluate(checkpoint, # model.pt from the train stage
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     if threads: set_threads(threads)
     device = pick_device(device)
-    net, ck = load_trained(checkpoint, device)
-    cfg = config_from_dict(ck["config"])
-    ev = cfg.evaluate
-    threshold = ev.threshold if threshold is None else threshold
-    curve_points = ev.curve_points if curve_points is None else curve_points
-    gallery = ev.gallery if gallery is None else gallery
-    attention_images = ev.attention_images if attention_images is None else attention_images
+    trained = load_trained(checkpoint, device)
+    net, cfg = trained.net, trained.config
+    ev = settings or cfg.evaluate
     ds = IRSTDDataset(manifest, "test", train=False)
-    met = SegmentationMetrics(threshold=threshold)
+    met = SegmentationMetrics(threshold=ev.threshold)
     records = []
-    for item, prob in predict_split(net, ds, device, progress=progress):
+    for item, prob in predict_split(net, ds, progress=progress):
         h, w = prob.shape
         gt = item["mask"][0, :h, :w].numpy() > 0.5
         met.update(prob, gt)
         records.append(dict(name=item["name"], image=item["image"][0, :h, :w].numpy(), gt=gt, prob=prob,
                             iou=met.image_iou[-1]))
     res = {k: float(v) for k, v in met.compute().items()}
-    counts = ck.get("param_counts") or net.param_counts()
     man = load_manifest(manifest)
-    metrics = dict(**res, threshold=threshold, n_test=len(records), **{f"params_{k}": int(v) for k, v in counts.items()},
-                   text_tower_random=bool(ck.get("text_tower_random", cfg.text_is_random)),
+    metrics = dict(**res, threshold=ev.threshold, n_test=len(records),
+                   **{f"params_{k}": int(v) for k, v in trained.param_counts.items()},
+                   text_tower_random=trained.text_tower_random,
                    clip_weights=cfg.model.clip_weights, train_epochs=int(cfg.train.epochs),
                    pretrain_epochs=int(cfg.pretrain.epochs), dataset=Path(man["root"]).name)
     (out/"metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    thr = np.round(np.linspace(0, 1, curve_points + 2)[1:-1], 4)
+    thr = np.round(np.linspace(0, 1, ev.curve_points + 2)[1:-1], 4)
     curve = pd_fa_curve([r["prob"] for r in records], [r["gt"] for r in records], thr)
     with open(out/"pdfa.csv", "w", newline="") as f:
         wr = csv.writer(f); wr.writerow(["threshold", "Pd", "Fa"])
@@ -160,8 +131,8 @@ def evaluate(checkpoint, # model.pt from the train stage
     with open(out/"per_image.csv", "w", newline="") as f:
         wr = csv.writer(f); wr.writerow(["name", "IoU"]); wr.writerows((r["name"], r["iou"]) for r in records)
     _save_curve(curve, out/"pdfa.png", metrics)
-    save_gallery(records, out/"gallery.png", threshold, gallery)
-    with_targets = [i for i, r in enumerate(records) if r["gt"].any()][:attention_images]
+    save_gallery(records, out/"gallery.png", ev.threshold, ev.gallery)
+    with_targets = [i for i, r in enumerate(records) if r["gt"].any()][:ev.attention_images]
     save_attention(net, ds, with_targets, out/"attention.png", device)
     return metrics
 
@@ -177,9 +148,10 @@ def _save_curve(curve, path, metrics):
 def evaluate_cli(checkpoint:str="outputs/train/model.pt", # from the train stage
                  manifest:str="outputs/prepare/manifest.json", # dataset whose test split is scored
                  out:str="results/evaluate", # metrics.json, pdfa.csv, figures
+                 params:str=None, # params file whose `evaluate` group to use (default: the checkpoint's)
                  device:str="cpu", # torch device
                 ):
     "Score a checkpoint on a test split (the report notebook calls the same function)."
-    m = evaluate(checkpoint, manifest, out, device=device)
+    m = evaluate(checkpoint, manifest, out, load_params(params).evaluate if params else None, device=device)
     if m["text_tower_random"]: print(RANDOM_TEXT_WARNING)
     print(json.dumps(m, indent=2))

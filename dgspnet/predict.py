@@ -4,19 +4,20 @@
 
 # %% ../nbs/15_predict.ipynb #0c2927c5
 from __future__ import annotations
-import dgspnet.config  # first: sets OMP_WAIT_POLICY before torch loads
+import dgspnet.runtime  # first: sets OMP_WAIT_POLICY before torch loads
 import sys
 from pathlib import Path
 import numpy as np
-import torch
 from PIL import Image
 from fastcore.script import call_parse
-from .config import pick_device, set_threads, RANDOM_TEXT_WARNING
-from .data import read_image, pad_to_multiple, DatasetError
-from .evaluate import load_trained, overlay
+from .runtime import pick_device, set_threads
+from .config import RANDOM_TEXT_WARNING
+from .data import read_image, DatasetError
+from .checkpoint import load_trained
+from .inference import overlay, predict_image
 
 # %% auto #0
-__all__ = ['FRAME_SUFFIXES', 'list_frames', 'predict_frame', 'predict_folder', 'predict_cli']
+__all__ = ['FRAME_SUFFIXES', 'list_frames', 'predict_folder', 'predict_cli']
 
 # %% ../nbs/15_predict.ipynb #4280261c
 FRAME_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -27,18 +28,6 @@ def list_frames(frames_dir) -> list:
     if not d.is_dir(): raise FileNotFoundError(f"frames folder not found: {d}")
     return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
 
-# %% ../nbs/15_predict.ipynb #a0ebd10f
-@torch.no_grad()
-def predict_frame(net, # trained DGSPNet (eval mode)
-                  img:np.ndarray, # (H,W) float intensity in [0,1] (from read_image)
-                  stats:dict, # dict(mean, std) of the training set
-                  device="cpu") -> np.ndarray:
-    "Probability map (H,W) for one frame."
-    h, w = img.shape
-    x = pad_to_multiple(((img - stats["mean"]) / stats["std"]).astype(np.float32))
-    logits = net(torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device))
-    return torch.sigmoid(logits)[0, 0, :h, :w].float().cpu().numpy()
-
 # %% ../nbs/15_predict.ipynb #5e4bfcfe
 def predict_folder(checkpoint, # model.pt from the train stage
                    frames_dir, # folder of frames (PNG any mode; also BMP/JPEG/TIFF)
@@ -46,15 +35,14 @@ def predict_folder(checkpoint, # model.pt from the train stage
                    threshold:float|None=None, # probability cut (default: the checkpoint's evaluate.threshold)
                    device="cpu") -> dict:
     "Predict every frame; returns dict(done=[names], failed={file: error})."
-    net, ck = load_trained(checkpoint, pick_device(device))
-    dev = next(net.parameters()).device
-    threshold = ck["config"]["evaluate"]["threshold"] if threshold is None else threshold
+    trained = load_trained(checkpoint, pick_device(device))
+    threshold = trained.threshold if threshold is None else threshold
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     done, failed = [], {}
     for p in list_frames(frames_dir):
         try:
             img = read_image(p)
-            prob = predict_frame(net, img, ck["stats"], dev)
+            prob = predict_image(trained.net, img, trained.stats)
         except (DatasetError, OSError, ValueError) as e:
             msg = str(e) if str(p) in str(e) else f"{p}: {e}"
             failed[str(p)] = msg; print(f"ERROR {msg}", file=sys.stderr); continue
@@ -66,7 +54,7 @@ def predict_folder(checkpoint, # model.pt from the train stage
     err = out/"errors.txt"
     if failed: err.write_text("".join(f"{k}: {v}\n" for k, v in failed.items()))
     elif err.exists(): err.unlink()
-    return dict(done=done, failed=failed, text_tower_random=bool(ck.get("text_tower_random")))
+    return dict(done=done, failed=failed, text_tower_random=trained.text_tower_random)
 
 # %% ../nbs/15_predict.ipynb #776593ca
 @call_parse

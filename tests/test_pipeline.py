@@ -101,11 +101,11 @@ def stage_cmds(d: Path, p: dict, pretrain=True):
     d.mkdir(parents=True, exist_ok=True)
     (d / "params.yaml").write_text(yaml.safe_dump(p))
     from dgspnet.config import load_params
-    from dgspnet.train import run_synthetic, run_prepare  # in-process: the dvc test runs these CLIs
-    cfg = load_params(d / "params.yaml")
-    run_synthetic(cfg, d / "outputs/synthetic")
-    cfg.data.source = str(d / "outputs/synthetic")
-    run_prepare(cfg, d / "outputs/prepare")
+    from dgspnet.synthetic import make_synthetic_dataset  # in-process: the dvc test runs the CLIs
+    from dgspnet.data import prepare_dataset
+    s = load_params(d / "params.yaml").data.synthetic
+    make_synthetic_dataset(d / "outputs/synthetic", n_train=s.n_train, n_test=s.n_test, size=s.size, seed=s.seed)
+    prepare_dataset(d / "outputs/synthetic", d / "outputs/prepare")
     if pretrain:
         run(["dgspnet_pretrain", "--params", "params.yaml", "--manifest", "outputs/prepare/manifest.json"], d)
     return ["dgspnet_train", "--params", "params.yaml", "--manifest", "outputs/prepare/manifest.json"]
@@ -197,7 +197,7 @@ def test_bad_file_fails_at_prepare(tmp_path):
     r = run([str(BIN / "dvc"), "repro"], repo, check=False)
     out = r.stdout + r.stderr
     assert r.returncode != 0
-    assert victim.name in out and "validation failed" in out, out[-3000:]
+    assert victim.name in out and "unreadable or corrupt image" in out, out[-3000:]
     assert "Running stage 'pretrain'" not in out and not (repo / "outputs/pretrain").exists()
 
 

@@ -1,0 +1,64 @@
+"""The paper presets carry exactly the paper's settings (../shared/reference/paper_tables.yaml, transcribed from the PDF)."""
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dgspnet.config import apply_overrides, config_from_dict
+from dgspnet.experiments import load_presets
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ROOT.parent / "shared" / "reference" / "paper_tables.yaml"
+PRESETS = load_presets(ROOT / "configs" / "experiments.yaml")
+PAPER = [n for n in PRESETS if n.startswith("paper-")]
+
+
+@pytest.fixture(scope="module")
+def paper():
+    if not TABLES.exists(): pytest.skip(f"{TABLES} not found (it sits beside the repository in this project's workspace)")
+    return yaml.safe_load(TABLES.read_text())
+
+
+def resolved(name):
+    "The Config a preset gives on top of the repository's params.yaml."
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return config_from_dict(apply_overrides(base, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+                                                   for k, v in PRESETS[name].items()]))
+
+
+def test_one_preset_per_dataset(paper):
+    assert sorted(PAPER) == sorted(f"paper-{d.lower()}" for d in paper["training"]["splits"])
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_preset_matches_paper(name, paper):
+    cfg, tr = resolved(name), paper["training"]
+    pre, train = tr["pretrain"], tr["train"]
+    assert (cfg.pretrain.epochs, cfg.pretrain.lr_inversion, cfg.pretrain.lr_other) == (pre["epochs"], pre["lr_inversion"], pre["lr_other"])
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.batch_size, cfg.data.crop) == (train["epochs"], train["lr"], train["batch_size"], train["crop"])
+    power = float(re.search(r"power ([\d.]+)", train["scheduler"]).group(1))
+    assert cfg.train.poly_power == power
+    assert "ViT-B/32" in tr["text_encoder"] and cfg.model.clip_weights == "openai"
+    # Table 1's DGSPNet row is Table 2's all-modules row and Table 3's 2-token row
+    t1 = paper["table1_sota"]["rows"]["DGSPNet"]
+    assert paper["table2_prompt_modules"]["rows"]["1-1-1"][:3] == t1[:3] == paper["table3_tokens"]["rows"][2]["values"]
+    assert (cfg.model.tgca, cfg.model.cross_attn, cfg.model.tgsa, cfg.model.n_fine_tokens) == (True, True, True, 2)
+    # the dataset the preset trains on is the one it is named after
+    dataset = [d for d in tr["splits"] if name == f"paper-{d.lower()}"][0]
+    assert Path(cfg.data.source).name == dataset
+
+
+@pytest.mark.parametrize("row", ["0-0-0", "1-0-0", "1-1-0", "1-0-1", "0-1-1", "1-1-1"])
+def test_table2_presets(row, paper):
+    assert row in paper["table2_prompt_modules"]["rows"]
+    cfg = resolved(f"table2-{row}")
+    assert [int(v) for v in (cfg.model.tgca, cfg.model.cross_attn, cfg.model.tgsa)] == [int(c) for c in row.split("-")]
+    assert (cfg.train.epochs, cfg.train.lr, cfg.model.n_fine_tokens) == (800, 1e-4, 2)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4])
+def test_table3_presets(n, paper):
+    assert n in paper["table3_tokens"]["rows"]
+    cfg = resolved(f"table3-{n}")
+    assert cfg.model.n_fine_tokens == n and (cfg.model.tgca, cfg.model.cross_attn, cfg.model.tgsa) == (True, True, True)
