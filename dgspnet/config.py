@@ -57,12 +57,16 @@ class ModelCfg:
     cross_attn: bool = True
     tgsa: bool = True
     clip_weights: str = "openai"  # "openai", a local checkpoint path, or "none" (RANDOM text tower: smoke runs only)
+    tgsa_norm: str = "softmax"  # TGSA weights: "softmax" (Eq. 8 as written), "softmax_hw" or "sigmoid"
+    head_prior: float|None = None  # prediction head starts at this target probability (None: PyTorch's default init)
+    deep_supervision: bool = False  # auxiliary heads on decoder stages 5..2 (not in the paper)
     extra: dict = field(default_factory=dict)  # further DGSPNet keyword arguments, passed through unchanged
 
     def kwargs(self) -> dict:
         "The constructor arguments of `DGSPNet`."
         kw = dict(widths=tuple(self.widths), n_fine_tokens=self.n_fine_tokens, tgca=self.tgca,
-                  cross_attn=self.cross_attn, tgsa=self.tgsa, clip_weights=self.clip_weights)
+                  cross_attn=self.cross_attn, tgsa=self.tgsa, clip_weights=self.clip_weights, tgsa_norm=self.tgsa_norm,
+                  head_prior=self.head_prior, deep_supervision=self.deep_supervision)
         return {**kw, **self.extra}
 
 # %% ../nbs/00_config.ipynb #ad9e1f0f
@@ -82,9 +86,11 @@ class TrainCfg:
     epochs: int = 800
     batch_size: int = 4            # global batch (split over nproc processes)
     lr: float = 1e-4               # Adam
-    poly_power: float = 1.2        # PolynomialLR power, decayed per optimizer step to 0 at the last step
+    poly_power: float = 1.2        # polynomial decay power, per optimizer step, to 0 at the last step
+    warmup_steps: int = 0          # linear learning-rate warmup over the first steps (not in the paper)
     lambda_bce: float = 1.0        # Eq. 11 weights (not stated in the paper: 1 and 1)
     lambda_softiou: float = 1.0
+    aux_weight: float = 1.0        # weight of the mean auxiliary loss when model.deep_supervision is on
     pretrained: bool = True        # start from the pretraining stage's encoder + inversion weights
     ckpt_every: int = 10           # epochs between resumable checkpoints
     eval_every: int = 50           # epochs between test-split evaluations logged to dvclive (0: only at the end)
@@ -132,6 +138,9 @@ def _build(cls, d:dict, where:str):
                 raise ConfigError(f"{where}.{k}: expected an integer, got {v!r}")
             v = type(default)(v)
         elif isinstance(default, str): v = str(v)
+        elif default is None and v is not None and str(f.type).startswith("float"):  # optional number, e.g. head_prior
+            if isinstance(v, bool) or not isinstance(v, (int, float)): raise ConfigError(f"{where}.{k}: expected a number or null, got {v!r}")
+            v = float(v)
         kw[k] = v
     return cls(**kw)
 

@@ -5,6 +5,8 @@
 # %% ../nbs/10_decoder.ipynb #cell001
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 
 import torch
@@ -60,21 +62,29 @@ class Decoder(nn.Module):
     def forward(self, feats:Sequence[torch.Tensor], # [f1, f2, f3, f4, f5]
                 f_eot:torch.Tensor|None=None, # [B,d_t] text feature for TGSA
                 return_attention:bool=False, # also return {"stage5": w5, ..., "stage1": w1}
+                return_stages:bool=False, # also return every stage's output [f_d^(4), ..., f_d^(1)], deepest first
                ):
-        d, maps = None, {}
+        "The last stage's output f_d^(1) [B,d_1,H,W] (then the TGSA maps, then all stage outputs, when asked for)."
+        d, outs, maps = None, [], {}
         for i in range(len(self.stages), 0, -1):
             d, a = self.stages[i - 1](feats[i - 1], d, f_eot)
+            outs.append(d)
             if a is not None: maps[f"stage{i}"] = a
-        return (d, maps) if return_attention else d
+        res = [d] + ([maps] if return_attention else []) + ([outs] if return_stages else [])
+        return tuple(res) if len(res) > 1 else d
 
 # %% ../nbs/10_decoder.ipynb #cell013
 class PredictionHead(nn.Conv2d):
-    "1x1 conv to `n_classes` logit maps."
+    "1x1 conv to `n_classes` logit maps; with `prior`, bias -log((1-p)/p) and zero weights (probability p everywhere at init)."
     def __init__(self,
                  in_channels:int, # channels of the last decoding feature
                  n_classes:int=1, # one target class
+                 prior:float|None=None, # initial target probability p in (0, 1); None: PyTorch's default init
                 ):
         super().__init__(in_channels, n_classes, 1)
+        if prior is not None:
+            if not 0 < prior < 1: raise ValueError(f"prior must be a probability in (0, 1), got {prior}")
+            with torch.no_grad(): self.weight.zero_(); self.bias.fill_(-math.log((1 - prior) / prior))
 
 # %% ../nbs/10_decoder.ipynb #cell016
 class DeconvBlock(nn.Sequential):

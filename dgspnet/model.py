@@ -101,6 +101,8 @@ class DGSPNet(StageWeights, nn.Module):
                  attn_heads:int=8, # cross-attention heads (must divide widths[4])
                  tgsa_dim:int|None=None, # d_c of TGSA (None: each stage's width)
                  template:str|None=None, # prompt template override (None: Table 3's for n_fine_tokens)
+                 head_prior:float|None=None, # initial target probability of the prediction head (None: default init)
+                 deep_supervision:bool=False, # auxiliary heads on decoder stages 5..2 (not in the paper; off there)
                 ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -108,10 +110,6 @@ class DGSPNet(StageWeights, nn.Module):
         if not 0 <= n_fine_tokens <= 4: raise ValueError(f"n_fine_tokens must be 0..4 (Table 3), got {n_fine_tokens}")
         if tgca_text not in ("eot", "mean"): raise ValueError(f"tgca_text must be 'eot' or 'mean', got {tgca_text!r}")
         if tgsa_norm not in TGSA_NORMS: raise ValueError(f"tgsa_norm must be one of {TGSA_NORMS}, got {tgsa_norm!r}")
-        self.hparams = dict(in_channels=in_channels, widths=widths, n_fine_tokens=n_fine_tokens, tgca=tgca,
-                            cross_attn=cross_attn, tgsa=tgsa, clip_weights=str(clip_weights), tgsa_norm=tgsa_norm,
-                            tgca_text=tgca_text, isolate_text_grad=isolate_text_grad, inv_dim=inv_dim,
-                            inv_heads=inv_heads, attn_heads=attn_heads, tgsa_dim=tgsa_dim, template=template)
         self.in_channels, self.widths, self.n_fine_tokens = in_channels, widths, n_fine_tokens
         self.tgca_text, self.isolate_text_grad = tgca_text, isolate_text_grad
         self.pre_encoder = PreEncoder(in_channels, widths[:3])
@@ -127,7 +125,9 @@ class DGSPNet(StageWeights, nn.Module):
         self.re_encoder = ReEncoder(widths[2], widths[3:], (d_eot if tgca_text == "eot" else d_seq) if tgca else None)
         self.cross_attention = TextCrossAttention(widths[4], d_seq, attn_heads) if cross_attn else None
         self.decoder = Decoder(widths, d_eot if tgsa else None, tgsa_dim, tgsa_norm)
-        self.head = PredictionHead(widths[0])
+        self.head = PredictionHead(widths[0], prior=head_prior)
+        # stage i's output has d_{i-1} channels: stages 5, 4, 3, 2 give widths[3], [2], [1], [0]
+        self.aux_heads = nn.ModuleList(PredictionHead(c, prior=head_prior) for c in widths[3::-1]) if deep_supervision else None
 
     @property
     def text_encoder(self) -> TextEncoder|None:
@@ -169,14 +169,19 @@ class DGSPNet(StageWeights, nn.Module):
     def forward(self, x:torch.Tensor, # [B,in_channels,H,W], H and W multiples of 32
                 scenes:Sequence[str]|None=None, # per-image scene words for the coarse prompt (None: the template's)
                 return_attention:bool=False, # also return the TGSA maps {"stage5": [B,1,h5,w5], ..., "stage1": [B,1,H,W]}
+                return_aux:bool=False, # also return the auxiliary logits of stages 5..2 (deep supervision), at their sizes
                ):
-        "Logits [B,1,H,W] (and the TGSA maps)."
+        "Logits [B,1,H,W] (then the TGSA maps, then the auxiliary logits, when asked for)."
         feats, text = self.forward_features(x, scenes)
         if self.cross_attention is not None:
             feats[-1] = self.cross_attention(feats[-1], text.seq, text.mask)
-        y, maps = self.decoder(feats, None if text is None else text.eot, return_attention=True)
-        logits = self.head(y)
-        return (logits, maps) if return_attention else logits
+        y, maps, outs = self.decoder(feats, None if text is None else text.eot, return_attention=True, return_stages=True)
+        out = [self.head(y)]
+        if return_attention: out.append(maps)
+        if return_aux:
+            if self.aux_heads is None: raise ValueError("return_aux needs a model built with deep_supervision=True")
+            out.append([h(o) for h, o in zip(self.aux_heads, outs[:-1])])
+        return tuple(out) if len(out) > 1 else out[0]
 
 # %% ../nbs/11_model.ipynb #cell028
 def count_flops(model:nn.Module, # a DGSPNet (or DGSPNetPretrainer)

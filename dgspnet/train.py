@@ -27,7 +27,7 @@ from .distributed import (DistInfo, init_distributed, relaunch_under_torchrun, g
 
 # %% auto #0
 __all__ = ['get_logger', 'rng_state', 'set_rng_state', 'open_live', 'Stage', 'run_loop', 'pretrain_optimizer', 'run_pretrain',
-           'train_model', 'train_optimizer', 'run_train', 'run_stage', 'pretrain_cli', 'train_cli']
+           'train_model', 'lr_factor', 'train_optimizer', 'run_train', 'run_stage', 'pretrain_cli', 'train_cli']
 
 # %% ../nbs/13_train.ipynb #8fa95280
 def get_logger(cfg:Config, # the run's config (for the random-text-tower prefix)
@@ -209,19 +209,36 @@ def train_model(cfg:Config, pretrained=None, log=None) -> DGSPNet:
     elif log: log.info("train: train.pretrained is false: starting from random encoder and inversion weights")
     return net.freeze_inversion()
 
+def lr_factor(step:int, # optimizer steps taken
+              steps:int, # total optimizer steps of the stage
+              power:float=1.2, # polynomial decay power
+              warmup:int=0, # linear warmup steps
+             ) -> float:
+    "Learning-rate multiplier: (1 - step/steps)^power, times a linear warmup min(1, (step+1)/(warmup+1))."
+    decay = max(0.0, 1 - step / max(steps, 1)) ** power
+    return decay * min(1.0, (step + 1) / (warmup + 1)) if warmup else decay
+
 def train_optimizer(net:DGSPNet, cfg:Config, steps:int) -> tuple:
-    "Adam at `train.lr` over the trainable parameters, and polynomial decay of power `train.poly_power` to 0 over `steps` optimizer steps."
+    "Adam at `train.lr` over the trainable parameters; polynomial decay of power `train.poly_power` to 0 over `steps` steps (after `train.warmup_steps` of linear warmup)."
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.train.lr)
-    sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=max(steps, 1), power=cfg.train.poly_power)
+    t = cfg.train
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, steps, t.poly_power, t.warmup_steps))
     return opt, sched
 
 # %% ../nbs/13_train.ipynb #0500f0a5
-def _train_step(loss_fn):
+def _train_step(loss_fn, aux_weight:float=0.0):
+    "Eq. 11 on the main logits; with deep supervision, plus `aux_weight` x the mean Eq. 11 of the auxiliary logits (upsampled)."
     def step(model, batch):
         x = batch["image"].to(next(model.parameters()).device)
         y = batch["mask"].to(x.device)
-        logits = model(x, scenes=scenes_of(batch))
-        return loss_fn(logits, y, return_parts=True)
+        if not aux_weight:
+            return loss_fn(model(x, scenes=scenes_of(batch)), y, return_parts=True)
+        logits, aux = model(x, scenes=scenes_of(batch), return_aux=True)
+        out = loss_fn(logits, y, return_parts=True)
+        up = lambda a: nn.functional.interpolate(a, size=y.shape[-2:], mode="bilinear", align_corners=False)
+        out["aux"] = torch.stack([loss_fn(up(a), y) for a in aux]).mean()
+        out["loss"] = out["loss"] + aux_weight * out["aux"]
+        return out
     return step
 
 # %% ../nbs/13_train.ipynb #0c240eb8
@@ -237,7 +254,7 @@ def run_train(cfg:Config, manifest, pretrained="outputs/pretrain/encoder.pt", ou
     pre_hash = file_hash(pretrained) if cfg.train.pretrained else "none"
     fp = fingerprint("train", cfg.base, cfg.data, cfg.model, cfg.train, Path(manifest).read_text(), pre_hash)
     loss_fn = SegmentationLoss(cfg.train.lambda_bce, cfg.train.lambda_softiou)
-    stage = Stage("train", model, net, opt, sched, _train_step(loss_fn), cfg.train.epochs, cfg.train.batch_size,
+    stage = Stage("train", model, net, opt, sched, _train_step(loss_fn, cfg.train.aux_weight if cfg.model.deep_supervision else 0.0), cfg.train.epochs, cfg.train.batch_size,
                   cfg.train.ckpt_every, cfg.train.eval_every)
     run_loop(stage, cfg, info, device, train_ds, test_ds, Path(ckpt_dir)/"train.pt", live_dir, fp, log)
     out = None
