@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['ConvBlock', 'DoubleConv', 'ChannelAttention', 'EncoderLayer']
+__all__ = ['ConvBlock', 'DoubleConv', 'ChannelAttention', 'EncoderLayer', 'upsample2x_bilinear', 'upsample_to']
 
 # %% ../nbs/04_blocks.ipynb #cell005
 class ConvBlock(nn.Sequential):
@@ -43,7 +43,7 @@ class ChannelAttention(nn.Module):
 
     def weights(self, f:torch.Tensor) -> torch.Tensor:
         "Channel weights in (0,1), shape [B,C,1,1]."
-        pooled = F.adaptive_max_pool2d(f, 1) + F.adaptive_avg_pool2d(f, 1)
+        pooled = f.amax((2, 3), keepdim=True) + f.mean((2, 3), keepdim=True)  # GMP + GAP
         return torch.sigmoid(self.fc(pooled))
 
     def forward(self, f:torch.Tensor) -> torch.Tensor:
@@ -64,3 +64,23 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         return self.ca(self.convs(self.pool(x)))
+
+# %% ../nbs/04_blocks.ipynb #98199970
+def upsample2x_bilinear(x:torch.Tensor, # [B,C,h,w]
+                       ) -> torch.Tensor: # [B,C,2h,2w]
+    "`F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)`, with a backward that is deterministic on CUDA."
+    C = x.shape[1]
+    k = x.new_tensor([0.25, 0.75, 0.75, 0.25])
+    w = (k[:, None] * k[None, :]).expand(C, 1, 4, 4)
+    return F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), w, stride=2, padding=3, groups=C)
+
+def upsample_to(x:torch.Tensor, # [B,C,h,w]
+                size:tuple, # (H, W) = (h, w) * 2**k
+               ) -> torch.Tensor:
+    "Bilinear upsampling by a power of two, as repeated `upsample2x_bilinear` (refuses other sizes)."
+    while tuple(x.shape[-2:]) != tuple(size):
+        h, w = x.shape[-2:]
+        if size[0] < 2 * h or size[1] < 2 * w or size[0] % (2 * h) or size[1] % (2 * w):
+            raise ValueError(f"upsample_to: {tuple(size)} is not {h}x{w} times a power of two")
+        x = upsample2x_bilinear(x)
+    return x

@@ -26,7 +26,7 @@ class BaseCfg:
     device: str = "auto"        # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     threads: int = 2            # torch intra-op threads per process (CPU)
     nproc: int = 1              # data-parallel processes; > 1 relaunches the stage under torchrun
-    deterministic: bool = True  # torch.use_deterministic_algorithms(True)
+    deterministic: bool|str = True  # true: torch.use_deterministic_algorithms(True); "warn": warn_only; false: off
 
 # %% ../nbs/00_config.ipynb #ca6f6d8b
 @dataclass
@@ -131,7 +131,9 @@ def _build(cls, d:dict, where:str):
         f, default = known[k], getattr(cls(), k)
         if is_dataclass(default): v = _build(type(default), v, f"{where}.{k}")
         elif isinstance(default, bool):
-            if not isinstance(v, bool): raise ConfigError(f"{where}.{k}: expected true/false, got {v!r}")
+            also = ("warn",) if "str" in str(f.type) else ()  # base.deterministic: true, false or "warn"
+            if not (isinstance(v, bool) or v in also):
+                raise ConfigError(f"{where}.{k}: expected true/false{''.join(f' or {a!r}' for a in also)}, got {v!r}")
         elif isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(v, bool) or not isinstance(v, (int, float)): raise ConfigError(f"{where}.{k}: expected a number, got {v!r}")
             if isinstance(default, int) and not isinstance(default, bool) and isinstance(v, float) and not float(v).is_integer():

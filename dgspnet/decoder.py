@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import ConvBlock
+from .blocks import ConvBlock, upsample_to
 from .attention import TGSA
 
 # %% auto #0
@@ -37,7 +37,7 @@ class DecoderStage(nn.Module):
     def forward(self, f:torch.Tensor, d:torch.Tensor|None=None, f_eot:torch.Tensor|None=None):
         "Returns (f_d^(i-1), TGSA map or None); `d` is None for the deepest stage."
         fused = self.lateral(f)
-        if d is not None: fused = fused + F.interpolate(d, size=f.shape[-2:], mode="bilinear", align_corners=False)
+        if d is not None: fused = fused + upsample_to(d, f.shape[-2:])  # bilinear x2 (deterministic on CUDA)
         a = None
         if self.tgsa is not None:
             if f_eot is None: raise ValueError("this decoder stage uses TGSA and needs the [eot] text feature")

@@ -72,8 +72,9 @@ def contrastive_loss(image_embed:torch.Tensor, # [B,D] projected average-pooled 
     if sim.shape[0] < 2:
         warnings.warn("contrastive_loss: batch of 1 has no negatives; InfoNCE is 0. Use batches of 2 or more.")
         return sim.sum() * 0.0
-    labels = torch.arange(sim.shape[0], device=sim.device)
-    return (F.cross_entropy(sim, labels) + F.cross_entropy(sim.t(), labels)) / 2
+    # -log softmax at the diagonal, both ways: cross_entropy with labels 0..B-1 without nll_loss, which raises on
+    # CUDA under torch.use_deterministic_algorithms(True)
+    return -(sim.log_softmax(1).diagonal().mean() + sim.log_softmax(0).diagonal().mean()) / 2
 
 # %% ../nbs/12_losses.ipynb #1719f201
 class PretrainLoss(nn.Module):

@@ -15,14 +15,14 @@ __all__ = ['seed_everything', 'pick_device', 'set_threads']
 
 # %% ../nbs/00a_runtime.ipynb #5f73a2fa
 def seed_everything(seed:int=0, # the run's seed (base.seed)
-                    deterministic:bool=True, # also force deterministic torch kernels
+                    deterministic:bool|str=True, # True: deterministic kernels only; "warn": warn on others; False: off
                    ):
-    "Seed python, numpy and torch; optionally force deterministic algorithms."
+    "Seed python, numpy and torch; set torch's deterministic mode (`base.deterministic`)."
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(deterministic)
-    torch.backends.cudnn.benchmark = not deterministic
-    if deterministic: torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(bool(deterministic), warn_only=deterministic == "warn")
+    torch.backends.cudnn.benchmark = not deterministic  # autotuned kernels only when numbers may vary
+    torch.backends.cudnn.deterministic = bool(deterministic)
 
 # %% ../nbs/00a_runtime.ipynb #e467921b
 def pick_device(name:str="auto") -> torch.device:

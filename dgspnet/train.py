@@ -18,6 +18,7 @@ from .runtime import seed_everything, set_threads
 from .config import Config, load_params, fingerprint, log_prefix, RANDOM_TEXT_WARNING
 from .data import IRSTDDataset
 from .model import DGSPNet, DGSPNetPretrainer
+from .blocks import upsample_to
 from .losses import SegmentationLoss, PretrainLoss
 from .checkpoint import (build_model, trainable_state, load_trainable_state, save_atomic, save_trained,
                                 file_hash)
@@ -227,7 +228,7 @@ def train_optimizer(net:DGSPNet, cfg:Config, steps:int) -> tuple:
 
 # %% ../nbs/13_train.ipynb #0500f0a5
 def _train_step(loss_fn, aux_weight:float=0.0):
-    "Eq. 11 on the main logits; with deep supervision, plus `aux_weight` x the mean Eq. 11 of the auxiliary logits (upsampled)."
+    "Eq. 11 on the main logits; with deep supervision, plus `aux_weight` x the mean Eq. 11 of the auxiliary logits (bilinear upsampling, deterministic on CUDA)."
     def step(model, batch):
         x = batch["image"].to(next(model.parameters()).device)
         y = batch["mask"].to(x.device)
@@ -235,8 +236,7 @@ def _train_step(loss_fn, aux_weight:float=0.0):
             return loss_fn(model(x, scenes=scenes_of(batch)), y, return_parts=True)
         logits, aux = model(x, scenes=scenes_of(batch), return_aux=True)
         out = loss_fn(logits, y, return_parts=True)
-        up = lambda a: nn.functional.interpolate(a, size=y.shape[-2:], mode="bilinear", align_corners=False)
-        out["aux"] = torch.stack([loss_fn(up(a), y) for a in aux]).mean()
+        out["aux"] = torch.stack([loss_fn(upsample_to(a, y.shape[-2:]), y) for a in aux]).mean()
         out["loss"] = out["loss"] + aux_weight * out["aux"]
         return out
     return step
