@@ -16,7 +16,7 @@ from .model import DGSPNet
 
 # %% auto #0
 __all__ = ['build_model', 'text_keys', 'text_checksum', 'trainable_state', 'load_trainable_state', 'save_atomic', 'file_hash',
-           'Trained', 'save_trained', 'load_trained']
+           'Trained', 'save_trained', 'CheckpointError', 'load_trained']
 
 # %% ../nbs/11a_checkpoint.ipynb #15924eb8
 def build_model(cfg:Config) -> DGSPNet:
@@ -80,11 +80,31 @@ def save_trained(net:DGSPNet, cfg:Config, stats:dict, path, **extra):
     save_atomic(dict(state=trainable_state(net), text_checksum=text_checksum(net), config=cfg.to_dict(), stats=stats,
                      text_tower_random=cfg.text_tower_random, param_counts=net.param_counts(), **extra), path)
 
+class CheckpointError(ValueError):
+    "A file that cannot be loaded as a trained model; the message names the file and says what to use instead."
+
+def _read_checkpoint(path:Path) -> dict:
+    "The trained-model dict in `path`, or a `CheckpointError` saying why it is not one."
+    if not path.is_file(): raise CheckpointError(f"{path}: no such checkpoint file" + (" (it is a folder)" if path.is_dir() else ""))
+    try: ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e: raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__})") from e
+    keys = set(ck) if isinstance(ck, dict) else set()
+    if {"state", "fingerprint", "config"} <= keys and not keys & {"stats", "param_counts"}:
+        raise CheckpointError(f"{path}: a pretraining checkpoint (encoder weights only); use the trained model of the train stage, outputs/train/model.pt")
+    need = {"state", "config", "stats", "param_counts"}
+    if not need <= keys: raise CheckpointError(f"{path}: not a DGSPNet model checkpoint (missing {sorted(need - keys)}); use outputs/train/model.pt")
+    return ck
+
 def load_trained(checkpoint, # model.pt written by the train stage
                  device="cpu") -> Trained:
-    "Rebuild the model of `checkpoint`, load its weights, move it to `device` in eval mode."
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    cfg = config_from_dict(ck["config"])
-    net = build_model(cfg)
-    load_trainable_state(net, ck["state"], ck.get("text_checksum"))
+    "Rebuild the model of `checkpoint`, load its weights, move it to `device` in eval mode; `CheckpointError` naming the file if it cannot."
+    path = Path(checkpoint)
+    ck = _read_checkpoint(path)
+    try: cfg = config_from_dict(ck["config"])
+    except Exception as e: raise CheckpointError(f"{path}: its config cannot be read ({e})") from e
+    net = build_model(cfg)  # missing CLIP weights raise `dgspnet.text.ClipWeightsMissing` with their own message
+    try: load_trainable_state(net, ck["state"], ck.get("text_checksum"))
+    except RuntimeError as e:
+        why = " ".join(str(e).replace("weights do not fit the model: ", "").split())
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes: {why[:300]}") from e
     return Trained(net.to(device).eval(), cfg, ck["stats"], ck["param_counts"])

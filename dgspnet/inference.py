@@ -13,7 +13,8 @@ from .model import DGSPNet, pad_to_multiple
 from .metrics import SegmentationMetrics
 
 # %% auto #0
-__all__ = ['predict_normalized', 'predict_image', 'scenes_of', 'predict_split', 'test_metrics', 'overlay']
+__all__ = ['predict_normalized', 'predict_image', 'tile_starts', 'predict_tiled', 'scenes_of', 'predict_split', 'test_metrics',
+           'overlay']
 
 # %% ../nbs/11b_inference.ipynb #afc39eea
 @torch.no_grad()
@@ -36,6 +37,42 @@ def predict_image(net:DGSPNet, # eval mode
     "Probability map (H,W) of one image."
     x = torch.from_numpy(np.ascontiguousarray(normalize(img, stats)))[None, None]
     return predict_normalized(net, x, None if not scene else [scene])[0, 0].cpu().numpy()
+
+# %% ../nbs/11b_inference.ipynb #0b004dfa
+def tile_starts(length:int, # the frame's size along one axis
+                tile:int, # window size
+                overlap:int, # pixels shared by neighbouring windows (at least)
+               ) -> list:
+    "Window starts covering `range(length)`: every `tile - overlap`, the last moved back to end at `length`."
+    if length <= tile: return [0]
+    starts = list(range(0, length - tile, tile - overlap))
+    return starts + [length - tile]
+
+def _cuts(starts:list, tile:int, length:int) -> list:
+    "Where each window's kept part begins and ends: half-way across each overlap."
+    mids = [(s1 + s0 + tile) // 2 for s0, s1 in zip(starts, starts[1:])]
+    return list(zip([0] + mids, mids + [length]))
+
+# %% ../nbs/11b_inference.ipynb #8ec01d17
+@torch.no_grad()
+def predict_tiled(net:DGSPNet, # eval mode
+                  img:np.ndarray, # (H,W) intensities in [0,1]
+                  stats:dict, # dict(mean, std) of the training split
+                  tile:int=1024, # frames larger than this on either side are predicted in tile x tile windows
+                  overlap:int=128, # pixels shared by neighbouring windows; kept pixels are >= overlap//2 from a cut
+                  scene:str|None=None, # the image's scene word, if the model was trained with scenes
+                 ) -> np.ndarray:
+    "Probability map (H,W) of one image, in overlapping tiles when it is larger than `tile`."
+    if tile < 32 or not 0 <= overlap <= tile // 2: raise ValueError(f"need tile >= 32 and 0 <= overlap <= tile/2, got tile={tile}, overlap={overlap}")
+    h, w = img.shape
+    if h <= tile and w <= tile: return predict_image(net, img, stats, scene)
+    out = np.empty((h, w), np.float32)
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    for y0, (a, b) in zip(ys, _cuts(ys, tile, h)):
+        for x0, (c, d) in zip(xs, _cuts(xs, tile, w)):
+            p = predict_image(net, img[y0:y0 + tile, x0:x0 + tile], stats, scene)
+            out[a:b, c:d] = p[a - y0:b - y0, c - x0:d - x0]
+    return out
 
 # %% ../nbs/11b_inference.ipynb #bc372f2b
 def scenes_of(batch:dict) -> list|None:
