@@ -52,7 +52,7 @@ def test_trained_model_random_tower(tmp_path):
     assert scenes and scenes <= {"sky", "ground", "ocean"}
     assert tw.per_scene["images"].groupby(level="scene").first().sum() == 6
     fig = plot_token_words(tw)
-    assert fig._suptitle.get_text().startswith("RANDOM text tower: these words mean nothing")
+    assert fig._suptitle.get_text().startswith("RANDOM text tower: these words mean nothing.\n")
 
 
 def test_no_fine_tokens(tmp_path):
