@@ -26,6 +26,7 @@ class BaseCfg:
     device: str = "auto"        # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     threads: int = 2            # torch intra-op threads per process (CPU)
     nproc: int = 1              # data-parallel processes; > 1 relaunches the stage under torchrun
+    max_minutes: float = 0.0    # time budget of one stage run: then save, exit 75, resume with the same command (0: none)
     deterministic: bool|str = True  # true: torch.use_deterministic_algorithms(True); "warn": warn_only; false: off
 
 # %% ../nbs/00_config.ipynb #ca6f6d8b
@@ -78,6 +79,7 @@ class PretrainCfg:
     lr_inversion: float = 3e-4     # AdamW, inversion net
     lr_other: float = 1e-4         # AdamW, everything else
     weight_decay: float = 0.01     # AdamW default (not stated in the paper)
+    steps_per_epoch: int = 0       # optimizer steps per epoch (0: the whole training split)
     ckpt_every: int = 10           # epochs between resumable checkpoints
 
 @dataclass
@@ -92,6 +94,7 @@ class TrainCfg:
     lambda_softiou: float = 1.0
     aux_weight: float = 1.0        # weight of the mean auxiliary loss when model.deep_supervision is on
     pretrained: bool = True        # start from the pretraining stage's encoder + inversion weights
+    steps_per_epoch: int = 0       # optimizer steps per epoch (0: the whole training split)
     ckpt_every: int = 10           # epochs between resumable checkpoints
     eval_every: int = 50           # epochs between test-split evaluations logged to dvclive (0: only at the end)
 
@@ -181,6 +184,8 @@ def config_from_dict(d:dict) -> Config:
 def fingerprint(*parts) -> str:
     "Short stable hash of JSON-able parts (dataclasses allowed)."
     norm = [asdict(p) if is_dataclass(p) else p for p in parts]
+    for p in norm:  # how long one run may take is not a setting of the result: a paused run resumes under another
+        if isinstance(p, dict) and "max_minutes" in p: p.pop("max_minutes")
     return hashlib.sha256(json.dumps(norm, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 # %% ../nbs/00_config.ipynb #a88546ec

@@ -114,7 +114,11 @@ def _seed_worker(worker_id:int):
 def make_loader(ds, # a map-style dataset
                 batch_size:int, # GLOBAL batch size (split over the processes)
                 info:DistInfo, seed:int, epoch:int,
-                num_workers:int=0, train:bool=True):
+                num_workers:int=0, train:bool=True,
+                steps:int=0, # batches in the epoch: the first `steps` of the epoch's seeded order (0: all)
+                skip:int=0, # leave out the first `skip` batches (resuming inside an epoch)
+                pin_memory:bool=False, # page-locked batches (for a CUDA device)
+               ):
     "Seeded loader; per-rank batch = global batch / world size; training drops the incomplete last batch."
     if batch_size % info.world:
         raise ValueError(f"batch size {batch_size} is not divisible by {info.world} processes")
@@ -123,9 +127,14 @@ def make_loader(ds, # a map-style dataset
     sampler = DistributedSampler(ds, num_replicas=info.world, rank=info.rank, shuffle=train, seed=seed, drop_last=train)
     sampler.set_epoch(epoch)
     if hasattr(ds, "set_epoch"): ds.set_epoch(epoch)
+    per_rank = batch_size // info.world
+    order = list(sampler)  # this rank's positions r, r+N, ... of the epoch's permutation
+    if steps: order = order[:steps * per_rank]
+    order = order[skip * per_rank:]
     g = torch.Generator(); g.manual_seed(seed * 100003 + epoch)
-    return DataLoader(ds, batch_size=batch_size // info.world, sampler=sampler, num_workers=num_workers,
-                      drop_last=train, worker_init_fn=_seed_worker, generator=g)
+    return DataLoader(ds, batch_size=per_rank, sampler=order, num_workers=num_workers, drop_last=train,
+                      worker_init_fn=_seed_worker, generator=g, pin_memory=pin_memory,
+                      persistent_workers=False)
 
 # %% ../nbs/12a_distributed.ipynb #7140e39a
 def wrap_model(model:nn.Module, info:DistInfo, device:torch.device) -> nn.Module:

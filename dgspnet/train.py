@@ -5,7 +5,7 @@
 # %% ../nbs/13_train.ipynb #6f8e9612
 from __future__ import annotations
 import dgspnet.runtime  # first: sets OMP_WAIT_POLICY before torch loads
-import json, logging, random, sys
+import json, logging, random, signal, sys, threading, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -27,8 +27,9 @@ from .distributed import (DistInfo, init_distributed, relaunch_under_torchrun, g
                                  make_loader, wrap_model)
 
 # %% auto #0
-__all__ = ['get_logger', 'rng_state', 'set_rng_state', 'open_live', 'Stage', 'run_loop', 'pretrain_optimizer', 'run_pretrain',
-           'train_model', 'lr_factor', 'train_optimizer', 'run_train', 'run_stage', 'pretrain_cli', 'train_cli']
+__all__ = ['PAUSED_EXIT', 'get_logger', 'rng_state', 'set_rng_state', 'open_live', 'Stage', 'StagePaused', 'StopRequest',
+           'run_loop', 'pretrain_optimizer', 'run_pretrain', 'train_model', 'lr_factor', 'train_optimizer',
+           'steps_per_epoch', 'run_train', 'run_stage', 'pretrain_cli', 'train_cli']
 
 # %% ../nbs/13_train.ipynb #8fa95280
 def get_logger(cfg:Config, # the run's config (for the random-text-tower prefix)
@@ -90,11 +91,39 @@ class Stage:
     batch_size: int
     ckpt_every: int
     eval_every: int = 0
+    steps_per_epoch: int = 0  # 0: the whole split
 
 # %% ../nbs/13_train.ipynb #57c8242a
+PAUSED_EXIT = 75  # exit status of a stage that saved its checkpoint and stopped early (EX_TEMPFAIL: try again)
+
+class StagePaused(Exception):
+    "A stage stopped early (time budget or SIGTERM) after saving a checkpoint; the same command resumes it."
+
+class StopRequest:
+    "True once `max_minutes` have passed since it was made or SIGTERM arrived (agreed over all processes)."
+    def __init__(self, max_minutes:float=0.0):
+        self.deadline = time.monotonic() + 60 * max_minutes if max_minutes > 0 else None
+        self.reason, self._old = None, None
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._term)
+        return self
+    def __exit__(self, *exc):
+        if self._old is not None: signal.signal(signal.SIGTERM, self._old)
+    def _term(self, signum, frame): self.reason = "SIGTERM received"
+    def __bool__(self) -> bool:
+        if self.reason is None and self.deadline is not None and time.monotonic() > self.deadline:
+            self.reason = "time budget base.max_minutes reached"
+        stop = self.reason is not None
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            t = torch.tensor([float(stop)]); dist.all_reduce(t, op=dist.ReduceOp.MAX); stop = bool(t.item())
+            self.reason = self.reason or "another process stopped"
+        return stop
+
+# %% ../nbs/13_train.ipynb #dabef0a7
 def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, ckpt_path, live_dir, fp:str, log) -> int:
     "Train `stage` for its epochs, resuming from `ckpt_path` when it matches fingerprint `fp`; returns epochs run."
-    start = 0
+    start, skip, partial = 0, 0, ({}, 0)
     if Path(ckpt_path).exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ck.get("fingerprint") == fp and ck.get("stage") == stage.name:
@@ -102,49 +131,65 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
             stage.optimizer.load_state_dict(ck["optimizer"])
             if stage.scheduler is not None: stage.scheduler.load_state_dict(ck["scheduler"])
             set_rng_state(ck["rng"])
-            start = int(ck["epoch"])
-            log.info(f"{stage.name}: resuming from checkpoint {ckpt_path} at epoch {start} of {stage.epochs}")
+            start, skip, partial = int(ck["epoch"]), int(ck.get("batch", 0)), ck.get("partial", ({}, 0))
+            where = f" step {skip}" if skip else ""
+            log.info(f"{stage.name}: resuming from checkpoint {ckpt_path} at epoch {start}{where} of {stage.epochs}")
         else:
             log.info(f"{stage.name}: ignoring checkpoint {ckpt_path}: it was made with other settings or data")
-    live = open_live(live_dir, resume=start > 0, start_epoch=start) if info.main else None
-    if live is not None and start == 0: live.log_param("text_tower_random", cfg.text_tower_random)
-    for epoch in range(start, stage.epochs):
-        seed_everything(cfg.base.seed * 1000003 + epoch * 101 + info.rank, cfg.base.deterministic)
-        loader = make_loader(train_ds, stage.batch_size, info, cfg.base.seed, epoch, cfg.data.num_workers)
-        stage.model.train()
-        sums, n = {}, 0
-        bar = tqdm(loader, desc=f"{log_prefix(cfg)}{stage.name} epoch {epoch + 1}/{stage.epochs}", disable=not info.main,
-                   leave=False, dynamic_ncols=True)
-        for batch in bar:
-            out = stage.step_fn(stage.model, batch)
-            stage.optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            stage.optimizer.step()
-            if stage.scheduler is not None: stage.scheduler.step()
-            for k, v in out.items(): sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n += 1
-            bar.set_postfix(loss=f"{float(out['loss'].detach()):.4f}")
-        logs = mean_over_ranks({k: v / max(n, 1) for k, v in sums.items()})
-        done = epoch + 1
-        msg = " ".join(f"{k}={v:.5f}" for k, v in logs.items())
-        if info.main:
-            live.step = done
-            for k, v in logs.items(): live.log_metric(f"{stage.name}/{k}", v)
-            live.log_metric("lr", stage.optimizer.param_groups[0]["lr"])
-            if test_ds is not None and stage.eval_every and (done % stage.eval_every == 0 or done == stage.epochs):
-                met = test_metrics(stage.net, test_ds, cfg.evaluate.threshold)
-                for k, v in met.items(): live.log_metric(f"test/{k}", v)
-                msg += " | test " + " ".join(f"{k}={v:.4f}" for k, v in met.items())
-            live.log_metric("text_tower_random", int(cfg.text_tower_random), plot=False)
-            live.next_step()
-        log.info(f"{stage.name} epoch {done}/{stage.epochs}: {msg}")
-        if info.main and (done % max(stage.ckpt_every, 1) == 0 or done == stage.epochs):
-            save_atomic(dict(stage=stage.name, epoch=done, fingerprint=fp, model=trainable_state(_unwrap(stage.model) if stage.name != "train" else stage.net),
-                             optimizer=stage.optimizer.state_dict(),
-                             scheduler=stage.scheduler.state_dict() if stage.scheduler is not None else None,
-                             rng=rng_state()), ckpt_path)
-            log.info(f"{stage.name}: checkpoint saved at epoch {done} -> {ckpt_path}")
-        if info.world > 1: dist.barrier()
+    def save(epoch, batch=0, sums=None, n=0):
+        save_atomic(dict(stage=stage.name, epoch=epoch, batch=batch, partial=(sums or {}, n), fingerprint=fp,
+                         model=trainable_state(_unwrap(stage.model) if stage.name != "train" else stage.net),
+                         optimizer=stage.optimizer.state_dict(),
+                         scheduler=stage.scheduler.state_dict() if stage.scheduler is not None else None,
+                         rng=rng_state()), ckpt_path)
+    live = open_live(live_dir, resume=start > 0 or skip > 0, start_epoch=start) if info.main else None
+    if live is not None and start == 0 and skip == 0: live.log_param("text_tower_random", cfg.text_tower_random)
+    with StopRequest(cfg.base.max_minutes) as stop:
+        for epoch in range(start, stage.epochs):
+            seed_everything(cfg.base.seed * 1000003 + epoch * 101 + info.rank, cfg.base.deterministic)
+            if skip: set_rng_state(ck["rng"])  # inside the epoch: the random state where the paused run stopped
+            loader = make_loader(train_ds, stage.batch_size, info, cfg.base.seed, epoch, cfg.data.num_workers,
+                                 steps=stage.steps_per_epoch, skip=skip)
+            stage.model.train()
+            (sums, n), skip = (dict(partial[0]), partial[1]) if skip else ({}, 0), 0
+            bar = tqdm(loader, desc=f"{log_prefix(cfg)}{stage.name} epoch {epoch + 1}/{stage.epochs}",
+                       disable=not info.main, leave=False, dynamic_ncols=True)
+            for j, batch in enumerate(bar, 1):
+                out = stage.step_fn(stage.model, batch)
+                stage.optimizer.zero_grad(set_to_none=True)
+                out["loss"].backward()
+                stage.optimizer.step()
+                if stage.scheduler is not None: stage.scheduler.step()
+                for k, v in out.items(): sums[k] = sums.get(k, 0.0) + float(v.detach())
+                n += 1
+                bar.set_postfix(loss=f"{float(out['loss'].detach()):.4f}")
+                if j < len(loader) and stop:  # after the epoch's last step the epoch ends normally (below)
+                    if info.main: save(epoch, n, sums, n)
+                    if info.world > 1: dist.barrier()
+                    raise StagePaused(f"{stage.name}: paused at epoch {epoch + 1}/{stage.epochs}, step {n} ({stop.reason}); "
+                                      f"checkpoint {ckpt_path}; run the same command to resume")
+            logs = mean_over_ranks({k: v / max(n, 1) for k, v in sums.items()})
+            done = epoch + 1
+            msg = " ".join(f"{k}={v:.5f}" for k, v in logs.items())
+            if info.main:
+                live.step = done
+                for k, v in logs.items(): live.log_metric(f"{stage.name}/{k}", v)
+                live.log_metric("lr", stage.optimizer.param_groups[0]["lr"])
+                if test_ds is not None and stage.eval_every and (done % stage.eval_every == 0 or done == stage.epochs):
+                    met = test_metrics(stage.net, test_ds, cfg.evaluate.threshold)
+                    for k, v in met.items(): live.log_metric(f"test/{k}", v)
+                    msg += " | test " + " ".join(f"{k}={v:.4f}" for k, v in met.items())
+                live.log_metric("text_tower_random", int(cfg.text_tower_random), plot=False)
+                live.next_step()
+            log.info(f"{stage.name} epoch {done}/{stage.epochs}: {msg}")
+            paused = done < stage.epochs and bool(stop)
+            if info.main and (done % max(stage.ckpt_every, 1) == 0 or done == stage.epochs or paused):
+                save(done)
+                log.info(f"{stage.name}: checkpoint saved at epoch {done} -> {ckpt_path}")
+            if info.world > 1: dist.barrier()
+            if paused:
+                raise StagePaused(f"{stage.name}: paused after epoch {done}/{stage.epochs} ({stop.reason}); "
+                                  f"checkpoint {ckpt_path}; run the same command to resume")
     if info.main: _finish_live(live, live_dir, cfg.text_tower_random)
     return stage.epochs - start
 
@@ -190,7 +235,8 @@ def run_pretrain(cfg:Config, manifest, out_dir="outputs/pretrain", ckpt_dir="out
     model = wrap_model(pre, info, device)
     fp = fingerprint("pretrain", cfg.base, cfg.data, cfg.model, cfg.pretrain, Path(manifest).read_text())
     stage = Stage("pretrain", model, net, pretrain_optimizer(pre, cfg), None, _pretrain_step(PretrainLoss()),
-                  cfg.pretrain.epochs, cfg.pretrain.batch_size, cfg.pretrain.ckpt_every)
+                  cfg.pretrain.epochs, cfg.pretrain.batch_size, cfg.pretrain.ckpt_every,
+                  steps_per_epoch=cfg.pretrain.steps_per_epoch)
     run_loop(stage, cfg, info, device, train_ds, None, Path(ckpt_dir)/"pretrain.pt", live_dir, fp, log)
     out = None
     if info.main:
@@ -226,6 +272,11 @@ def train_optimizer(net:DGSPNet, cfg:Config, steps:int) -> tuple:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, steps, t.poly_power, t.warmup_steps))
     return opt, sched
 
+def steps_per_epoch(ds, stage_cfg) -> int:
+    "Optimizer steps in one epoch: `steps_per_epoch` when set (at most a full pass), else the full pass."
+    full = len(ds) // stage_cfg.batch_size
+    return min(stage_cfg.steps_per_epoch, full) if stage_cfg.steps_per_epoch else full
+
 # %% ../nbs/13_train.ipynb #0500f0a5
 def _train_step(loss_fn, aux_weight:float=0.0):
     "Eq. 11 on the main logits; with deep supervision, plus `aux_weight` x the mean Eq. 11 of the auxiliary logits (bilinear upsampling, deterministic on CUDA)."
@@ -250,12 +301,12 @@ def run_train(cfg:Config, manifest, pretrained="outputs/pretrain/encoder.pt", ou
     test_ds = IRSTDDataset(manifest, "test", train=False) if info.main and cfg.train.eval_every else None
     net = train_model(cfg, pretrained if cfg.train.pretrained else None, log)
     model = wrap_model(net, info, device)
-    opt, sched = train_optimizer(net, cfg, cfg.train.epochs * (len(train_ds) // cfg.train.batch_size))
+    opt, sched = train_optimizer(net, cfg, cfg.train.epochs * steps_per_epoch(train_ds, cfg.train))
     pre_hash = file_hash(pretrained) if cfg.train.pretrained else "none"
     fp = fingerprint("train", cfg.base, cfg.data, cfg.model, cfg.train, Path(manifest).read_text(), pre_hash)
     loss_fn = SegmentationLoss(cfg.train.lambda_bce, cfg.train.lambda_softiou)
     stage = Stage("train", model, net, opt, sched, _train_step(loss_fn, cfg.train.aux_weight if cfg.model.deep_supervision else 0.0), cfg.train.epochs, cfg.train.batch_size,
-                  cfg.train.ckpt_every, cfg.train.eval_every)
+                  cfg.train.ckpt_every, cfg.train.eval_every, cfg.train.steps_per_epoch)
     run_loop(stage, cfg, info, device, train_ds, test_ds, Path(ckpt_dir)/"train.pt", live_dir, fp, log)
     out = None
     if info.main:
@@ -270,12 +321,16 @@ def run_train(cfg:Config, manifest, pretrained="outputs/pretrain/encoder.pt", ou
 def run_stage(stage_fn, # run_pretrain or run_train
               params:str, # params file
               *args): # the stage function's arguments after the config
-    "Run a training stage from its params file: under torchrun when `base.nproc` > 1, then tear the process group down."
+    "Run a training stage from its params file (under torchrun when `base.nproc` > 1); a paused stage exits with `PAUSED_EXIT`."
     cfg = load_params(params)
     rc = relaunch_under_torchrun(cfg.base.nproc)
     if rc is not None: sys.exit(rc)
-    stage_fn(cfg, *args)
-    if dist.is_initialized(): dist.destroy_process_group()
+    try: stage_fn(cfg, *args)
+    except StagePaused as e:
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(PAUSED_EXIT)
+    finally:
+        if dist.is_initialized(): dist.destroy_process_group()
 
 @call_parse
 def pretrain_cli(params:str="params.yaml", # params file
