@@ -76,7 +76,7 @@ def test_dvc_repro_end_to_end(repro_repo):
     for stage in ("synthetic", "prepare", "pretrain", "train", "evaluate"):
         assert f"Running stage '{stage}'" in r.stdout, r.stdout
     m = json.loads((repo / "results/evaluate/metrics.json").read_text())
-    assert {"IoU", "nIoU", "Pd", "Fa"} <= set(m) and m["text_tower_random"] is True
+    assert {"IoU_pct", "nIoU_pct", "Pd_pct", "Fa_1e-6"} <= set(m) and m["text_tower_random"] is True
     assert (repo / "results/evaluate/report.ipynb").exists()
     for png in ("pdfa.png", "gallery.png", "attention.png"):
         assert (repo / "results/evaluate" / png).stat().st_size > 0
@@ -85,15 +85,17 @@ def test_dvc_repro_end_to_end(repro_repo):
     # nothing to do the second time
     again = run([str(BIN / "dvc"), "repro"], repo)
     assert "Running stage" not in again.stdout and "up to date" in again.stdout, again.stdout
-    # dvc metrics show prints the four metrics
+    # dvc metrics show prints the four metrics in the paper's units, within a 120-column terminal
     show = run([str(BIN / "dvc"), "metrics", "show"], repo).stdout
-    for k in ("IoU", "nIoU", "Pd", "Fa"): assert re.search(rf"\b{k}\b", show), show
+    for k in ("IoU_pct", "nIoU_pct", "Pd_pct", "Fa_1e-6"): assert k in show.split(), show
+    assert max(map(len, show.splitlines())) <= 120, show
     # an experiment with one changed param, then metrics diff against the committed run
     run("git add -A && git commit -qm 'tiny run'", repo)
     run([str(BIN / "dvc"), "exp", "run", "-S", "train.epochs=3"], repo, timeout=600)
     diff = run([str(BIN / "dvc"), "metrics", "diff", "--all"], repo).stdout
-    assert "train_epochs" in diff and re.search(r"train_epochs\s+2\s+3", diff), diff
-    assert "results/evaluate/metrics.json" in diff
+    assert "results/evaluate/metrics.json" in diff and "IoU_pct" in diff, diff
+    pdiff = run([str(BIN / "dvc"), "params", "diff"], repo).stdout
+    assert re.search(r"train\.epochs\s+2\s+3", pdiff), pdiff
 
 
 def stage_cmds(d: Path, p: dict, pretrain=True):
