@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from fastcore.script import call_parse, Param
 from tqdm import tqdm
 
 # %% auto #0
@@ -20,7 +19,7 @@ __all__ = ['IMAGE_EXTS', 'SPLITS', 'LAYOUTS', 'MASK_THRESHOLD', 'SOURCE_HINT', '
            'sample_paths', 'to_gray', 'read_image', 'read_mask', 'grey_values', 'fit_mask', 'ValidationReport',
            'check_sample', 'validate_dataset', 'compute_stats', 'read_scenes', 'prepare_dataset', 'load_manifest',
            'pad_to', 'normalize', 'random_crop', 'random_flip', 'IRSTDDataset', 'run_prepare', 'prepare_config',
-           'prepare_summary', 'prepare_cli']
+           'prepare_summary']
 
 # %% ../nbs/01_data.ipynb #3a0da89d
 class DatasetError(Exception):
@@ -495,27 +494,3 @@ def prepare_summary(man:dict, path) -> str:
     if len(grey) > 20: lines.append(f"  ... and {len(grey) - 20} more masks (see nonbinary_masks in {path})")
     lines += [f"  no target in {s}: {_names(v)}" for s, v in free.items() if v]
     return "\n".join(lines)
-
-# %% ../nbs/01_data.ipynb #534ef606
-@call_parse
-def prepare_cli(source:Param("dataset folder, any layout (default: data.source of --params)", str, opt=False, nargs="?")=None,
-                out:str=None, # folder where manifest.json is written (required)
-                params:str=None, # params file (params.yaml): data.source, data.skip_bad, data.resize_masks
-                skip_bad:bool=False, # leave bad samples out (listed in the manifest) instead of stopping
-                resize_masks:bool=False, # resize masks drawn at another scale to their image's size
-                scenes:str=None, # CSV of name,scene (default: SOURCE/scenes.csv when present)
-                splits:str=None, # stems of the split lists as TRAIN,TEST, e.g. trainval_v1,test_v1 (default: the layout's own)
-               ):
-    "Validate an IRSTD dataset folder and write OUT/manifest.json (the DVC prepare stage, with --params)."
-    from dgspnet.config import ConfigError
-    try:
-        if out is None: raise DatasetError("--out DIR is required: the folder where manifest.json is written")
-        stems = None if splits is None else tuple(x.strip() for x in splits.split(","))
-        if stems is not None and (len(stems) != 2 or not all(stems)): raise DatasetError(f"--splits {splits!r}: give two stems as TRAIN,TEST")
-        cfg = prepare_config(source, params, skip_bad, resize_masks)
-        path = run_prepare(cfg, out, scenes=scenes, split_stems=stems, progress=True)
-    except (DatasetError, ConfigError, FileNotFoundError) as e: sys.exit(f"dgspnet_prepare: {e}")
-    man = load_manifest(path)  # its root resolved, to print
-    n = len(man["train"]) + len(man["test"]) + len(man["skipped"])
-    print(f"validated {n} samples ({len(man['train']) + len(man['test'])} usable, {len(man['skipped'])} skipped)")
-    print(prepare_summary(man, path))

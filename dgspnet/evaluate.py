@@ -9,7 +9,6 @@ import csv, io, json, math, sys, time
 from pathlib import Path
 import numpy as np
 import torch
-from fastcore.script import call_parse
 from matplotlib.figure import Figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.patches import Patch, Rectangle
@@ -22,11 +21,12 @@ from .metrics import SegmentationMetrics, pd_fa_curve, plot_pd_fa_curve
 from .model import pad_to_multiple
 from .checkpoint import load_trained
 from .inference import overlay, predict_split, scenes_of
+from .tokens import plot_token_words, token_words
 
 # %% auto #0
 __all__ = ['PAPER_UNITS', 'PAPER_TABLE1', 'in_paper_units', 'paper_row', 'new_figure', 'figure_png', 'log_fa_axis', 'plot_pd_fa',
            'zoom_box', 'overlay_legend', 'plot_gallery', 'crop_to_image', 'plot_attention', 'read_tsv',
-           'plot_training_curves', 'target_free_summary', 'evaluate', 'evaluate_cli']
+           'plot_training_curves', 'target_free_summary', 'evaluate', 'write_token_words']
 
 # %% ../nbs/14_evaluate.ipynb #39c8538c
 PAPER_UNITS = {  # dgspnet.metrics name -> (name with the paper's unit, factor from the metrics module's unit)
@@ -307,19 +307,24 @@ def evaluate(checkpoint, # model.pt from the train stage
     plot_gallery(records, ev.threshold, ev.gallery).savefig(out/"gallery.png", dpi=90)
     with_targets = [i for i, r in enumerate(records) if r["gt"].any()][:ev.attention_images]
     plot_attention(net, ds, with_targets, device)[0].savefig(out/"attention.png", dpi=90)
+    write_token_words(trained, manifest, out)
     return metrics
 
-# %% ../nbs/14_evaluate.ipynb #483c6144
-@call_parse
-def evaluate_cli(checkpoint:str="outputs/train/model.pt", # from the train stage
-                 manifest:str="outputs/prepare/manifest.json", # dataset whose test split is scored
-                 out:str="results/evaluate", # metrics.json, details.json, pdfa.csv, figures
-                 params:str=None, # params file: its `evaluate` group, base.device and base.threads (default: the checkpoint's evaluate group, cpu)
-                 device:str=None, # torch device (default: base.device of --params, else cpu)
-                ):
-    "Score a checkpoint on a test split; the report notebook shows what it writes."
-    cfg = load_params(params) if params else None
-    m = evaluate(checkpoint, manifest, out, cfg.evaluate if cfg else None,
-                 device=device or (cfg.base.device if cfg else "cpu"), threads=cfg.base.threads if cfg else None)
-    if m["text_tower_random"]: print(RANDOM_TEXT_WARNING)
-    print(json.dumps(m, indent=2))
+def write_token_words(trained, manifest, out:Path, k:int=5):
+    "tokens.md (the nearest CLIP words of each fine token, overall and per scene; `dgspnet.tokens`) and tokens.png."
+    if trained.net.inversion is None:
+        msg = "No fine tokens in this model (model.n_fine_tokens: 0, or no language branch): nothing to name."
+        (out/"tokens.md").write_text(msg + "\n")
+        fig = Figure(figsize=(6, 0.6)); fig.text(0.5, 0.5, msg, ha="center", va="center", fontsize=8)
+        fig.savefig(out/"tokens.png", dpi=90)
+        return
+    tw = token_words(trained, manifest, k=k)
+    tables = [_markdown_table(tw.overall)] + ([_markdown_table(tw.per_scene)] if tw.per_scene is not None else [])
+    (out/"tokens.md").write_text(tw.note + "\n\n" + "\n\n".join(tables) + "\n")
+    plot_token_words(tw).savefig(out/"tokens.png", dpi=90)
+
+def _markdown_table(df) -> str:
+    "A pandas DataFrame (index included) as a markdown table."
+    df = df.reset_index()
+    rows = [list(map(str, df.columns))] + [[str(v) for v in r] for r in df.itertuples(index=False)]
+    return "\n".join(["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]])

@@ -12,7 +12,6 @@ import torch
 from PIL import Image, ImageDraw
 from skimage.measure import label, regionprops
 from tqdm import tqdm
-from fastcore.script import call_parse, Param
 from .runtime import pick_device, set_threads
 from .config import RANDOM_TEXT_WARNING
 from .data import read_image
@@ -23,7 +22,7 @@ from .inference import overlay, predict_tiled
 # %% auto #0
 __all__ = ['FRAME_SUFFIXES', 'OUTPUT_KINDS', 'DETECTION_FIELDS', 'FRAME_FIELDS', 'PredictError', 'collect_frames',
            'check_out_dir', 'output_bases', 'detect', 'mark_detections', 'FrameError', 'predict_frame',
-           'predict_frames', 'run_predict', 'predict_cli']
+           'predict_frames', 'run_predict']
 
 # %% ../nbs/15_predict.ipynb #058eddf0
 FRAME_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -190,16 +189,3 @@ def run_predict(checkpoint, paths:list, threshold=None, device="cpu", tile=1024,
     print(f"{len(ok)} frame(s) predicted, {len(res['detections'])} target(s) -> {paths[-1]} "
           f"(frames.csv, detections.csv); {len(res['failed'])} failed" + (" (errors.txt)" if res["failed"] else ""))
     return 1 if res["failed"] else 0
-
-@call_parse
-def predict_cli(checkpoint:str, # model.pt from the train stage (outputs/train/model.pt)
-                paths:Param("frames folders and/or image files, then the output folder", str, nargs="+"),
-                threshold:float=None, # probability cut (default: the checkpoint's evaluate.threshold)
-                device:str="cpu", # torch device
-                tile:int=1024, # frames larger than this on a side are predicted in overlapping tiles
-                overlap:int=128, # pixels shared by neighbouring tiles
-                threads:int=0, # torch CPU threads (0: torch's default)
-                debug:bool=False, # show tracebacks
-               ):
-    "Run a trained DGSPNet on your own frames; exit 1 if some frames failed (the others are done), 2 if it cannot start."
-    sys.exit(run_predict(checkpoint, paths, threshold, device, tile, overlap, threads, debug))

@@ -10,12 +10,11 @@ import numpy as np
 from PIL import Image
 from skimage.measure import label, regionprops
 from skimage.morphology import dilation
-from fastcore.script import call_parse
 from .config import load_params
 
 # %% auto #0
 __all__ = ['BACKGROUNDS', 'fractal_noise', 'sky_background', 'ground_background', 'ocean_background', 'add_sensor_noise',
-           'add_target', 'synthetic_sample', 'target_snr', 'make_synthetic_dataset', 'synthetic_cli']
+           'add_target', 'synthetic_sample', 'target_snr', 'make_synthetic_dataset']
 
 # %% ../nbs/02_synthetic.ipynb #11337ace
 def fractal_noise(rng:np.random.Generator, shape:tuple, beta:float=2.0, # spectral slope: larger is smoother
@@ -134,13 +133,3 @@ def make_synthetic_dataset(out_dir, # folder to write (created; files of the sam
         (out/f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
     (out/"scenes.csv").write_text("\n".join(rows) + "\n")
     return out
-
-# %% ../nbs/02_synthetic.ipynb #ab300e93
-@call_parse
-def synthetic_cli(params:str="params.yaml", # params file (its `data.synthetic` group)
-                  out:str="outputs/synthetic", # where the dataset is written (replaced)
-                 ):
-    "Stage `synthetic`: write the embedded synthetic dataset."
-    s = load_params(params).data.synthetic
-    if Path(out).exists(): shutil.rmtree(out)
-    print(make_synthetic_dataset(out, n_train=s.n_train, n_test=s.n_test, size=s.size, seed=s.seed))

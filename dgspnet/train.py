@@ -12,7 +12,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.distributed as dist
-from fastcore.script import call_parse
 from tqdm import tqdm
 from .runtime import seed_everything, set_threads
 from .config import Config, load_params, fingerprint, log_prefix, RANDOM_TEXT_WARNING
@@ -29,7 +28,7 @@ from .distributed import (DistInfo, init_distributed, relaunch_under_torchrun, g
 # %% auto #0
 __all__ = ['PAUSED_EXIT', 'get_logger', 'rng_state', 'set_rng_state', 'open_live', 'Stage', 'StagePaused', 'StopRequest',
            'run_loop', 'pretrain_optimizer', 'run_pretrain', 'train_model', 'lr_factor', 'train_optimizer',
-           'steps_per_epoch', 'run_train', 'run_stage', 'pretrain_cli', 'train_cli']
+           'steps_per_epoch', 'run_train', 'run_stage']
 
 # %% ../nbs/13_train.ipynb #8fa95280
 def get_logger(cfg:Config, # the run's config (for the random-text-tower prefix)
@@ -153,7 +152,7 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
             stage.model.train()
             (sums, n), skip = (dict(partial[0]), partial[1]) if skip else ({}, 0), 0
             bar = tqdm(loader, desc=f"{log_prefix(cfg)}{stage.name} epoch {epoch + 1}/{stage.epochs}",
-                       disable=not info.main, leave=False, dynamic_ncols=True)
+                       disable=not info.main or not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
             for j, batch in enumerate(bar, 1):
                 out = stage.step_fn(stage.model, batch)
                 stage.optimizer.zero_grad(set_to_none=True)
@@ -331,24 +330,3 @@ def run_stage(stage_fn, # run_pretrain or run_train
         sys.exit(PAUSED_EXIT)
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
-
-@call_parse
-def pretrain_cli(params:str="params.yaml", # params file
-                 manifest:str="outputs/prepare/manifest.json", # from the prepare stage
-                 out:str="outputs/pretrain", # folder of encoder.pt and run.log
-                 ckpt_dir:str="outputs/checkpoints", # resumable checkpoints (kept by dvc: persist)
-                 live_dir:str="results/pretrain", # dvclive folder
-                ):
-    "Stage `pretrain`: reconstruction pretraining (Eq. 10)."
-    run_stage(run_pretrain, params, manifest, out, ckpt_dir, live_dir)
-
-@call_parse
-def train_cli(params:str="params.yaml", # params file
-              manifest:str="outputs/prepare/manifest.json", # from the prepare stage
-              pretrained:str="outputs/pretrain/encoder.pt", # from the pretrain stage
-              out:str="outputs/train", # folder of model.pt and run.log
-              ckpt_dir:str="outputs/checkpoints", # resumable checkpoints (kept by dvc: persist)
-              live_dir:str="results/train", # dvclive folder
-             ):
-    "Stage `train`: normal training (Eq. 11), resumable."
-    run_stage(run_train, params, manifest, pretrained, out, ckpt_dir, live_dir)

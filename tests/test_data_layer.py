@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from dgspnet.data import (DatasetError, IRSTDDataset, compute_stats, load_manifest, normalize, prepare_config,
-                          prepare_cli, prepare_dataset, read_image, run_prepare, validate_dataset)
+                          prepare_dataset, read_image, run_prepare, validate_dataset)
+from dgspnet.cli import prepare_cli
 
 
 def _png(path, arr):

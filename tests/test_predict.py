@@ -10,7 +10,8 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from dgspnet.config import config_from_dict
 from dgspnet.checkpoint import build_model, save_trained, load_trained
-from dgspnet.predict import predict_cli, predict_frames, OUTPUT_KINDS
+from dgspnet.cli import predict_cli
+from dgspnet.predict import predict_frames, OUTPUT_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"model": {"widths": [4, 8, 16, 32, 64], "clip_weights": "none"}}
@@ -185,6 +186,6 @@ def test_detections_and_marks(tmp_path):
 def test_console_script_no_traceback(model, frames, tmp_path):
     "The real entry point in a fresh process: a missing checkpoint is one line on stderr, exit 2."
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "dgspnet.predict",
+    r = subprocess.run([str(Path(sys.executable).parent / "dgspnet_predict"),
                         str(tmp_path/"none.pt"), str(frames), str(tmp_path/"pred")], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and r.stderr.strip().endswith("none.pt: no such checkpoint file") and "Traceback" not in r.stderr

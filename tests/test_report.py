@@ -15,7 +15,7 @@ from dgspnet.synthetic import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "nbs" / "reports" / "evaluate.ipynb"
-FIGURE_SECTIONS = ["Training curves", "Pd-Fa curve", "Best and worst test images", "TGSA attention maps"]
+FIGURE_SECTIONS = ["Training curves", "Pd-Fa curve", "Best and worst test images", "TGSA attention maps", "What the learned tokens say"]
 
 
 def sections(nb) -> dict:
