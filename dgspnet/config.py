@@ -27,6 +27,7 @@ class BaseCfg:
     threads: int = 2            # torch intra-op threads per process (CPU)
     nproc: int = 1              # data-parallel processes; > 1 relaunches the stage under torchrun
     max_minutes: float = 0.0    # time budget of one stage run: then save, exit 75, resume with the same command (0: none)
+    precision: str = "fp32"     # "fp32", "bf16", "fp16" (autocast; fp16 with a gradient scaler) or "auto" (bf16 on a GPU that has it)
     deterministic: bool|str = True  # true: torch.use_deterministic_algorithms(True); "warn": warn_only; false: off
 
 # %% ../nbs/00_config.ipynb #ca6f6d8b

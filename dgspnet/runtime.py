@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['seed_everything', 'pick_device', 'set_threads']
+__all__ = ['PRECISIONS', 'seed_everything', 'pick_device', 'set_threads', 'autocast_dtype']
 
 # %% ../nbs/00a_runtime.ipynb #5f73a2fa
 def seed_everything(seed:int=0, # the run's seed (base.seed)
@@ -36,3 +36,15 @@ def pick_device(name:str="auto") -> torch.device:
 def set_threads(n:int=2):
     "Torch intra-op threads for this process (CPU)."
     if n and n > 0: torch.set_num_threads(int(n))
+
+# %% ../nbs/00a_runtime.ipynb #531265e3
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+def autocast_dtype(precision:str, # base.precision
+                   device:torch.device,
+                  ) -> torch.dtype|None:
+    "The autocast dtype of `precision` on `device`, or None for plain fp32."
+    if precision not in PRECISIONS: raise ValueError(f"base.precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.distributed as dist
 from tqdm import tqdm
-from .runtime import seed_everything, set_threads
+from .runtime import autocast_dtype, seed_everything, set_threads
 from .config import Config, load_params, fingerprint, log_prefix, RANDOM_TEXT_WARNING
 from .data import IRSTDDataset
 from .model import DGSPNet, DGSPNetPretrainer
@@ -123,6 +123,8 @@ class StopRequest:
 def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, ckpt_path, live_dir, fp:str, log) -> int:
     "Train `stage` for its epochs, resuming from `ckpt_path` when it matches fingerprint `fp`; returns epochs run."
     start, skip, partial = 0, 0, ({}, 0)
+    amp = autocast_dtype(cfg.base.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)  # fp16's narrow range; a no-op otherwise
     if Path(ckpt_path).exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ck.get("fingerprint") == fp and ck.get("stage") == stage.name:
@@ -130,6 +132,7 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
             stage.optimizer.load_state_dict(ck["optimizer"])
             if stage.scheduler is not None: stage.scheduler.load_state_dict(ck["scheduler"])
             set_rng_state(ck["rng"])
+            if ck.get("scaler"): scaler.load_state_dict(ck["scaler"])
             start, skip, partial = int(ck["epoch"]), int(ck.get("batch", 0)), ck.get("partial", ({}, 0))
             where = f" step {skip}" if skip else ""
             log.info(f"{stage.name}: resuming from checkpoint {ckpt_path} at epoch {start}{where} of {stage.epochs}")
@@ -140,7 +143,7 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
                          model=trainable_state(_unwrap(stage.model) if stage.name != "train" else stage.net),
                          optimizer=stage.optimizer.state_dict(),
                          scheduler=stage.scheduler.state_dict() if stage.scheduler is not None else None,
-                         rng=rng_state()), ckpt_path)
+                         scaler=scaler.state_dict(), rng=rng_state()), ckpt_path)
     live = open_live(live_dir, resume=start > 0 or skip > 0, start_epoch=start) if info.main else None
     if live is not None and start == 0 and skip == 0: live.log_param("text_tower_random", cfg.text_tower_random)
     with StopRequest(cfg.base.max_minutes) as stop:
@@ -154,10 +157,11 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
             bar = tqdm(loader, desc=f"{log_prefix(cfg)}{stage.name} epoch {epoch + 1}/{stage.epochs}",
                        disable=not info.main or not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
             for j, batch in enumerate(bar, 1):
-                out = stage.step_fn(stage.model, batch)
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    out = stage.step_fn(stage.model, batch)
                 stage.optimizer.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                stage.optimizer.step()
+                scaler.scale(out["loss"]).backward()
+                scaler.step(stage.optimizer); scaler.update()
                 if stage.scheduler is not None: stage.scheduler.step()
                 for k, v in out.items(): sums[k] = sums.get(k, 0.0) + float(v.detach())
                 n += 1

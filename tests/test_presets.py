@@ -40,6 +40,7 @@ def test_paper_preset_matches_paper(name, paper):
     power = float(re.search(r"power ([\d.]+)", train["scheduler"]).group(1))
     assert cfg.train.poly_power == power
     assert "ViT-B/32" in tr["text_encoder"] and cfg.model.clip_weights == "openai"
+    assert cfg.base.precision == "auto" and cfg.base.deterministic is True  # bf16 on a GPU that has it; CUDA-safe determinism
     # Table 1's DGSPNet row is Table 2's all-modules row and Table 3's 2-token row
     t1 = paper["table1_sota"]["rows"]["DGSPNet"]
     assert paper["table2_prompt_modules"]["rows"]["1-1-1"][:3] == t1[:3] == paper["table3_tokens"]["rows"][2]["values"]
