@@ -6,12 +6,13 @@
 from __future__ import annotations
 import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see "Threads on a shared CPU"
-import random
+import random, signal, threading, time
 import numpy as np
 import torch
+import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'seed_everything', 'pick_device', 'set_threads', 'autocast_dtype']
+__all__ = ['PRECISIONS', 'seed_everything', 'pick_device', 'set_threads', 'autocast_dtype', 'StopRequest']
 
 # %% ../nbs/00a_runtime.ipynb #5f73a2fa
 def seed_everything(seed:int=0, # the run's seed (base.seed)
@@ -48,3 +49,25 @@ def autocast_dtype(precision:str, # base.precision
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+# %% ../nbs/00a_runtime.ipynb #5fcb6768
+class StopRequest:
+    "True once `max_minutes` have passed since it was made or SIGTERM arrived (agreed over all processes)."
+    def __init__(self, max_minutes:float=0.0):
+        self.deadline = time.monotonic() + 60 * max_minutes if max_minutes > 0 else None
+        self.reason, self._old = None, None
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._term)
+        return self
+    def __exit__(self, *exc):
+        if self._old is not None: signal.signal(signal.SIGTERM, self._old)
+    def _term(self, signum, frame): self.reason = "SIGTERM received"
+    def __bool__(self) -> bool:
+        if self.reason is None and self.deadline is not None and time.monotonic() > self.deadline:
+            self.reason = "time budget base.max_minutes reached"
+        stop = self.reason is not None
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            t = torch.tensor([float(stop)]); dist.all_reduce(t, op=dist.ReduceOp.MAX); stop = bool(t.item())
+            self.reason = self.reason or "another process stopped"
+        return stop

@@ -5,7 +5,7 @@
 # %% ../nbs/13_train.ipynb #6f8e9612
 from __future__ import annotations
 import dgspnet.runtime  # first: sets OMP_WAIT_POLICY before torch loads
-import json, logging, random, signal, sys, threading, time
+import json, logging, random, sys
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.distributed as dist
 from tqdm import tqdm
-from .runtime import autocast_dtype, seed_everything, set_threads
+from .runtime import StopRequest, autocast_dtype, seed_everything, set_threads
 from .config import Config, load_params, fingerprint, log_prefix, RANDOM_TEXT_WARNING
 from .data import IRSTDDataset
 from .model import DGSPNet, DGSPNetPretrainer
@@ -26,9 +26,9 @@ from .distributed import (DistInfo, init_distributed, relaunch_under_torchrun, g
                                  make_loader, wrap_model)
 
 # %% auto #0
-__all__ = ['PAUSED_EXIT', 'get_logger', 'rng_state', 'set_rng_state', 'open_live', 'Stage', 'StagePaused', 'StopRequest',
-           'run_loop', 'pretrain_optimizer', 'run_pretrain', 'train_model', 'lr_factor', 'train_optimizer',
-           'steps_per_epoch', 'run_train', 'run_stage']
+__all__ = ['PAUSED_EXIT', 'get_logger', 'rng_state', 'set_rng_state', 'open_live', 'Stage', 'StagePaused', 'run_loop',
+           'pretrain_optimizer', 'run_pretrain', 'train_model', 'lr_factor', 'train_optimizer', 'steps_per_epoch',
+           'run_train', 'run_stage']
 
 # %% ../nbs/13_train.ipynb #8fa95280
 def get_logger(cfg:Config, # the run's config (for the random-text-tower prefix)
@@ -97,27 +97,6 @@ PAUSED_EXIT = 75  # exit status of a stage that saved its checkpoint and stopped
 
 class StagePaused(Exception):
     "A stage stopped early (time budget or SIGTERM) after saving a checkpoint; the same command resumes it."
-
-class StopRequest:
-    "True once `max_minutes` have passed since it was made or SIGTERM arrived (agreed over all processes)."
-    def __init__(self, max_minutes:float=0.0):
-        self.deadline = time.monotonic() + 60 * max_minutes if max_minutes > 0 else None
-        self.reason, self._old = None, None
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGTERM, self._term)
-        return self
-    def __exit__(self, *exc):
-        if self._old is not None: signal.signal(signal.SIGTERM, self._old)
-    def _term(self, signum, frame): self.reason = "SIGTERM received"
-    def __bool__(self) -> bool:
-        if self.reason is None and self.deadline is not None and time.monotonic() > self.deadline:
-            self.reason = "time budget base.max_minutes reached"
-        stop = self.reason is not None
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            t = torch.tensor([float(stop)]); dist.all_reduce(t, op=dist.ReduceOp.MAX); stop = bool(t.item())
-            self.reason = self.reason or "another process stopped"
-        return stop
 
 # %% ../nbs/13_train.ipynb #dabef0a7
 def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, ckpt_path, live_dir, fp:str, log) -> int:
