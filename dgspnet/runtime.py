@@ -68,6 +68,6 @@ class StopRequest:
             self.reason = "time budget base.max_minutes reached"
         stop = self.reason is not None
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            t = torch.tensor([float(stop)]); dist.all_reduce(t, op=dist.ReduceOp.MAX); stop = bool(t.item())
-            self.reason = self.reason or "another process stopped"
+            t = torch.tensor([float(stop)]); dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            if t.item() and not stop: self.reason, stop = "another process stopped", True
         return stop

@@ -210,3 +210,21 @@ def test_missing_clip_weights_fail_loudly(tmp_path):
     r = run(cmd, tmp_path, check=False)
     assert r.returncode != 0 and "no_such_clip.pt" in r.stderr
     assert "epoch 1/" not in r.stderr and "RANDOM" not in r.stderr
+
+
+def test_time_boxed_dvc_repro_resumes(tmp_path):
+    "A stage that runs out of base.max_minutes exits 75 and DVC records nothing; repeating dvc repro ends as an unpaused run."
+    ref = copy_repo(tmp_path / "ref", TINY)
+    run([str(BIN / "dvc"), "repro", "train"], ref, timeout=600)
+    repo = copy_repo(tmp_path / "repo", params(base={"max_minutes": 1e-9}))  # every run stops after its first step
+    codes, lock = [], repo / "dvc.lock"
+    for _ in range(12):
+        r = run([str(BIN / "dvc"), "repro", "train"], repo, check=False, timeout=600)
+        codes.append(r.returncode)
+        if r.returncode == 0: break
+        out = r.stdout + r.stderr
+        assert re.search(r"(pretrain|train): paused (at|after) epoch \d+/\d+.*run the same command to resume", out), out[-3000:]
+        assert not lock.exists() or "outputs/train/model.pt" not in lock.read_text()  # no half-trained stage recorded
+    assert codes[-1] == 0 and len(codes) >= 4, codes  # pretraining 2 steps + training 4 steps, one per run
+    wa, wb = weights(ref), weights(repo)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
