@@ -133,8 +133,7 @@ def make_loader(ds, # a map-style dataset
     order = order[skip * per_rank:]
     g = torch.Generator(); g.manual_seed(seed * 100003 + epoch)
     return DataLoader(ds, batch_size=per_rank, sampler=order, num_workers=num_workers, drop_last=train,
-                      worker_init_fn=_seed_worker, generator=g, pin_memory=pin_memory,
-                      persistent_workers=False)
+                      worker_init_fn=_seed_worker, generator=g, pin_memory=pin_memory)
 
 # %% ../nbs/12a_distributed.ipynb #7140e39a
 def wrap_model(model:nn.Module, info:DistInfo, device:torch.device) -> nn.Module:

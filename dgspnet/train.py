@@ -130,7 +130,7 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
             seed_everything(cfg.base.seed * 1000003 + epoch * 101 + info.rank, cfg.base.deterministic)
             if skip: set_rng_state(ck["rng"])  # inside the epoch: the random state where the paused run stopped
             loader = make_loader(train_ds, stage.batch_size, info, cfg.base.seed, epoch, cfg.data.num_workers,
-                                 steps=stage.steps_per_epoch, skip=skip)
+                                 steps=stage.steps_per_epoch, skip=skip, pin_memory=device.type == "cuda")
             stage.model.train()
             (sums, n), skip = (dict(partial[0]), partial[1]) if skip else ({}, 0), 0
             bar = tqdm(loader, desc=f"{log_prefix(cfg)}{stage.name} epoch {epoch + 1}/{stage.epochs}",
