@@ -319,12 +319,6 @@ def write_token_words(trained, manifest, out:Path, k:int=5):
         fig.savefig(out/"tokens.png", dpi=90)
         return
     tw = token_words(trained, manifest, k=k)
-    tables = [_markdown_table(tw.overall)] + ([_markdown_table(tw.per_scene)] if tw.per_scene is not None else [])
+    tables = [tw.overall.to_markdown()] + ([tw.per_scene.to_markdown()] if tw.per_scene is not None else [])
     (out/"tokens.md").write_text(tw.note + "\n\n" + "\n\n".join(tables) + "\n")
     plot_token_words(tw).savefig(out/"tokens.png", dpi=90)
-
-def _markdown_table(df) -> str:
-    "A pandas DataFrame (index included) as a markdown table."
-    df = df.reset_index()
-    rows = [list(map(str, df.columns))] + [[str(v) for v in r] for r in df.itertuples(index=False)]
-    return "\n".join(["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |" for r in rows[1:]])

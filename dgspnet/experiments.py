@@ -142,9 +142,8 @@ def run_restoring(cmd:list, # the command (a `dvc exp run`)
 
 # %% ../nbs/16_experiments.ipynb #6a65e19b
 METRICS_FILE = "results/evaluate/metrics.json"  # the evaluate stage's metrics (dvc.yaml)
-# paper column -> (key in METRICS_FILE, factor to the paper's unit). The evaluate stage writes fractions and Fa per 1e6
-# pixels today; if it switches to percent keys, this line becomes {"IoU": ("IoU_pct", 1.0), ...}.
-METRIC_KEYS = {"IoU": ("IoU", 100.0), "nIoU": ("nIoU", 100.0), "Pd": ("Pd", 100.0), "Fa": ("Fa", 1.0)}
+# paper column -> its key in METRICS_FILE, which the evaluate stage writes in the paper's units (% and 1e-6)
+METRIC_KEYS = {"IoU": "IoU_pct", "nIoU": "nIoU_pct", "Pd": "Pd_pct", "Fa": "Fa_1e-6"}
 
 # %% ../nbs/16_experiments.ipynb #4e088da4
 @dataclass
@@ -174,7 +173,7 @@ def _file_data(section:dict|None, path:str) -> dict:
     return entry.get("data") or {} if isinstance(entry, dict) else {}
 
 def _paper_units(m:dict) -> dict:
-    return {col: float(m[k]) * f for col, (k, f) in METRIC_KEYS.items()
+    return {col: float(m[k]) for col, k in METRIC_KEYS.items()
             if isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool)}
 
 def parse_exp_show(show:list, # `dvc exp show --json`, parsed
@@ -241,15 +240,8 @@ def ablation_tables(runs:list[ExpRun], # from `parse_exp_show`
 
 # %% ../nbs/16_experiments.ipynb #3aba377c
 def markdown_table(df) -> str:
-    "A DataFrame as a GitHub markdown table: floats to 2 decimals, '—' for missing."
-    import pandas as pd
-    def cell(v):
-        if v is None or (isinstance(v, float) and pd.isna(v)): return "—"
-        return f"{v:.2f}" if isinstance(v, float) else str(v)
-    head = [df.index.name or ""] + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join([str(i)] + [cell(v) for v in r]) + " |" for i, r in zip(df.index, df.itertuples(index=False))]
-    return "\n".join(lines)
+    "A DataFrame as a GitHub markdown table (pandas' `to_markdown`): floats to 2 decimals, '—' for missing."
+    return df.astype(object).where(df.notna(), None).to_markdown(floatfmt=".2f", missingval="—")
 
 def exp_show(all_commits:bool=True, # experiments of every commit (`-A`), not only of HEAD
              cwd=".") -> list:
