@@ -78,7 +78,7 @@ class Trained:
 def save_trained(net:DGSPNet, cfg:Config, stats:dict, path, **extra):
     "Write `model.pt` atomically: trainable weights, tower checksum, config, statistics (+ `extra` entries)."
     save_atomic(dict(state=trainable_state(net), text_checksum=text_checksum(net), config=cfg.to_dict(), stats=stats,
-                     text_tower_random=cfg.text_tower_random, param_counts=net.param_counts(), **extra), path)
+                     param_counts=net.param_counts(), **extra), path)  # the random-tower flag is the config's
 
 class CheckpointError(ValueError):
     "A file that cannot be loaded as a trained model; the message names the file and says what to use instead."
