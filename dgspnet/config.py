@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['RANDOM_TEXT_WARNING', 'ConfigError', 'BaseCfg', 'SyntheticCfg', 'DataCfg', 'ModelCfg', 'PretrainCfg', 'TrainCfg',
-           'EvaluateCfg', 'Config', 'parse_override', 'apply_overrides', 'load_params', 'config_from_dict',
-           'fingerprint', 'log_prefix']
+__all__ = ['EXECUTION_ONLY', 'RANDOM_TEXT_WARNING', 'ConfigError', 'BaseCfg', 'SyntheticCfg', 'DataCfg', 'ModelCfg',
+           'PretrainCfg', 'TrainCfg', 'EvaluateCfg', 'Config', 'parse_override', 'apply_overrides', 'load_params',
+           'config_from_dict', 'fingerprint', 'log_prefix']
 
 # %% ../nbs/00_config.ipynb #561eb869
 class ConfigError(ValueError):
@@ -29,6 +29,8 @@ class BaseCfg:
     max_minutes: float = 0.0    # time budget of one stage run: then save, exit 75, resume with the same command (0: none)
     precision: str = "fp32"     # "fp32", "bf16", "fp16" (autocast; fp16 with a gradient scaler) or "auto" (bf16 on a GPU that has it)
     deterministic: bool|str = True  # true: torch.use_deterministic_algorithms(True); "warn": warn_only; false: off
+    channels_last: bool = False # train in the channels_last memory format (NHWC: faster convolutions on tensor cores)
+    compile: bool = False       # torch.compile the training module (the first steps compile; on CPU it needs a C++ compiler)
 
 # %% ../nbs/00_config.ipynb #ca6f6d8b
 @dataclass
@@ -182,11 +184,14 @@ def config_from_dict(d:dict) -> Config:
     return _build(Config, d, "params")
 
 # %% ../nbs/00_config.ipynb #a7353791
+EXECUTION_ONLY = ("max_minutes", "channels_last", "compile")  # BaseCfg keys a checkpoint's fingerprint leaves out
+
 def fingerprint(*parts) -> str:
     "Short stable hash of JSON-able parts (dataclasses allowed)."
     norm = [asdict(p) if is_dataclass(p) else p for p in parts]
-    for p in norm:  # how long one run may take is not a setting of the result: a paused run resumes under another
-        if isinstance(p, dict) and "max_minutes" in p: p.pop("max_minutes")
+    for p in norm:  # how long and how fast a run goes are not settings of its result: a paused run resumes under others
+        if isinstance(p, dict):
+            for k in EXECUTION_ONLY: p.pop(k, None)
     return hashlib.sha256(json.dumps(norm, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 # %% ../nbs/00_config.ipynb #a88546ec

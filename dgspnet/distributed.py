@@ -15,7 +15,7 @@ from .runtime import pick_device
 
 # %% auto #0
 __all__ = ['DistInfo', 'init_distributed', 'relaunch_under_torchrun', 'DistBatchNorm2d', 'convert_batchnorm', 'gather_batch',
-           'mean_over_ranks', 'make_loader', 'wrap_model']
+           'mean_over_ranks', 'make_loader', 'wrap_model', 'unwrap']
 
 # %% ../nbs/12a_distributed.ipynb #124a15d3
 @dataclass
@@ -136,10 +136,19 @@ def make_loader(ds, # a map-style dataset
                       worker_init_fn=_seed_worker, generator=g, pin_memory=pin_memory)
 
 # %% ../nbs/12a_distributed.ipynb #7140e39a
-def wrap_model(model:nn.Module, info:DistInfo, device:torch.device) -> nn.Module:
-    "Move to `device`; under torchrun convert BatchNorm and wrap in DistributedDataParallel."
-    model.to(device)
-    if info.world == 1: return model
-    convert_batchnorm(model, device)
-    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                               find_unused_parameters=True)
+def wrap_model(model:nn.Module, info:DistInfo, device:torch.device,
+               channels_last:bool=False, # 4-d weights in NHWC (`base.channels_last`)
+               compile:bool=False, # wrap in torch.compile (`base.compile`)
+              ) -> nn.Module:
+    "Move to `device`; under torchrun convert BatchNorm and wrap in DistributedDataParallel; then compile if asked."
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    if info.world > 1:
+        convert_batchnorm(model, device)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                    find_unused_parameters=True)
+    return torch.compile(model) if compile else model
+
+def unwrap(model:nn.Module) -> nn.Module:
+    "The module `wrap_model` was given: without torch.compile's and DDP's wrappers."
+    model = getattr(model, "_orig_mod", model)
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -23,7 +23,7 @@ from .checkpoint import (build_model, trainable_state, load_trainable_state, sav
                                 file_hash)
 from .inference import scenes_of, test_metrics
 from .distributed import (DistInfo, init_distributed, relaunch_under_torchrun, gather_batch, mean_over_ranks,
-                                 make_loader, wrap_model)
+                                 make_loader, wrap_model, unwrap)
 
 # %% auto #0
 __all__ = ['PAUSED_EXIT', 'get_logger', 'rng_state', 'set_rng_state', 'open_live', 'Stage', 'StagePaused', 'run_loop',
@@ -107,7 +107,7 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
     if Path(ckpt_path).exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ck.get("fingerprint") == fp and ck.get("stage") == stage.name:
-            load_trainable_state(stage.net if stage.name == "train" else _unwrap(stage.model), ck["model"])
+            load_trainable_state(stage.net if stage.name == "train" else unwrap(stage.model), ck["model"])
             stage.optimizer.load_state_dict(ck["optimizer"])
             if stage.scheduler is not None: stage.scheduler.load_state_dict(ck["scheduler"])
             set_rng_state(ck["rng"])
@@ -119,7 +119,7 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
             log.info(f"{stage.name}: ignoring checkpoint {ckpt_path}: it was made with other settings or data")
     def save(epoch, batch=0, sums=None, n=0):
         save_atomic(dict(stage=stage.name, epoch=epoch, batch=batch, partial=(sums or {}, n), fingerprint=fp,
-                         model=trainable_state(_unwrap(stage.model) if stage.name != "train" else stage.net),
+                         model=trainable_state(unwrap(stage.model) if stage.name != "train" else stage.net),
                          optimizer=stage.optimizer.state_dict(),
                          scheduler=stage.scheduler.state_dict() if stage.scheduler is not None else None,
                          scaler=scaler.state_dict(), rng=rng_state()), ckpt_path)
@@ -175,8 +175,6 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
     if info.main: _finish_live(live, live_dir, cfg.text_tower_random)
     return stage.epochs - start
 
-def _unwrap(m:nn.Module) -> nn.Module: return m.module if hasattr(m, "module") else m
-
 # %% ../nbs/13_train.ipynb #c20b824b
 def pretrain_optimizer(pre:DGSPNetPretrainer, cfg:Config) -> torch.optim.AdamW:
     "AdamW (Sec. 4.1): the inversion net at `pretrain.lr_inversion`, every other trainable parameter at `lr_other`."
@@ -214,7 +212,7 @@ def run_pretrain(cfg:Config, manifest, out_dir="outputs/pretrain", ckpt_dir="out
     train_ds = IRSTDDataset(manifest, "train", crop=cfg.data.crop, train=True, seed=cfg.base.seed)
     net = build_model(cfg)
     pre = DGSPNetPretrainer(net)
-    model = wrap_model(pre, info, device)
+    model = wrap_model(pre, info, device, cfg.base.channels_last, cfg.base.compile)
     fp = fingerprint("pretrain", cfg.base, cfg.data, cfg.model, cfg.pretrain, Path(manifest).read_text())
     stage = Stage("pretrain", model, net, pretrain_optimizer(pre, cfg), None, _pretrain_step(PretrainLoss()),
                   cfg.pretrain.epochs, cfg.pretrain.batch_size, cfg.pretrain.ckpt_every,
@@ -282,7 +280,7 @@ def run_train(cfg:Config, manifest, pretrained="outputs/pretrain/encoder.pt", ou
     train_ds = IRSTDDataset(manifest, "train", crop=cfg.data.crop, train=True, seed=cfg.base.seed)
     test_ds = IRSTDDataset(manifest, "test", train=False) if info.main and cfg.train.eval_every else None
     net = train_model(cfg, pretrained if cfg.train.pretrained else None, log)
-    model = wrap_model(net, info, device)
+    model = wrap_model(net, info, device, cfg.base.channels_last, cfg.base.compile)
     opt, sched = train_optimizer(net, cfg, cfg.train.epochs * steps_per_epoch(train_ds, cfg.train))
     pre_hash = file_hash(pretrained) if cfg.train.pretrained else "none"
     fp = fingerprint("train", cfg.base, cfg.data, cfg.model, cfg.train, Path(manifest).read_text(), pre_hash)

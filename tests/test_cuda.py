@@ -22,13 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def paper_like(tmp, precision, **train):
+def paper_like(tmp, precision, **base):
     "The paper presets' settings that matter on a GPU (deterministic, widths 16..256, 2 tokens), on a tiny dataset."
     return config_from_dict({
-        "base": {"device": "cuda", "deterministic": True, "precision": precision, "seed": 0},
+        "base": {"device": "cuda", "deterministic": True, "precision": precision, "seed": 0, **base},
         "data": {"crop": 64, "source": str(tmp / "syn")},
         "model": {"widths": [16, 32, 64, 128, 256], "n_fine_tokens": 2, "clip_weights": "none"},
-        "pretrain": {"epochs": 1, "batch_size": 4}, "train": {"epochs": 2, "batch_size": 4, "eval_every": 1, **train}})
+        "pretrain": {"epochs": 1, "batch_size": 4}, "train": {"epochs": 2, "batch_size": 4, "eval_every": 1}})
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,8 @@ def data(tmp_path_factory):
     return tmp, prepare_dataset(tmp / "syn", tmp / "prep")
 
 
-def run(tmp, manifest, precision, tag):
-    cfg = paper_like(tmp, precision)
+def run(tmp, manifest, precision, tag, **base):
+    cfg = paper_like(tmp, precision, **base)
     enc = run_pretrain(cfg, manifest, tmp / f"pre_{tag}", tmp / f"ck_{tag}", tmp / f"live_pre_{tag}")
     return run_train(cfg, manifest, enc, tmp / f"train_{tag}", tmp / f"ck_{tag}", tmp / f"live_{tag}")
 
@@ -53,6 +53,14 @@ def test_deterministic_training_twice_same_weights(data, precision):
     b = torch.load(run(tmp, manifest, precision, f"{precision}_b"), weights_only=False)["state"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.isfinite(v).all() for v in a.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("how", [{"channels_last": True}, {"compile": True}])
+def test_channels_last_and_compile_on_cuda(data, how):
+    "The throughput settings run both stages on CUDA in deterministic mode, with finite weights at the end."
+    tmp, manifest = data
+    state = torch.load(run(tmp, manifest, "auto", "_".join(how), **how), weights_only=False)["state"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
 def test_evaluate_and_predict_on_cuda(data):
