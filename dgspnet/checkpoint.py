@@ -16,7 +16,7 @@ from .model import DGSPNet
 
 # %% auto #0
 __all__ = ['build_model', 'text_keys', 'text_checksum', 'trainable_state', 'load_trainable_state', 'save_atomic', 'file_hash',
-           'Trained', 'save_trained', 'CheckpointError', 'load_trained']
+           'code_hash', 'Trained', 'save_trained', 'CheckpointError', 'load_trained']
 
 # %% ../nbs/11a_checkpoint.ipynb #15924eb8
 def build_model(cfg:Config) -> DGSPNet:
@@ -61,6 +61,14 @@ def save_atomic(obj, path):
 def file_hash(path) -> str:
     "Short SHA-256 of a file's bytes (to fingerprint the pretrained weights a training run starts from)."
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+def code_hash(package=None) -> str:
+    "Short SHA-256 of the package's modules (`_modidx.py`, an index, left out): checkpoints resume only under the code that wrote them."
+    import dgspnet
+    h = hashlib.sha256()
+    for f in sorted(Path(package or Path(dgspnet.__file__).parent).glob("*.py")):
+        if f.name != "_modidx.py": h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
 
 # %% ../nbs/11a_checkpoint.ipynb #723e57fd
 @dataclass

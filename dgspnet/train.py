@@ -20,7 +20,7 @@ from .model import DGSPNet, DGSPNetPretrainer
 from .blocks import upsample_to
 from .losses import SegmentationLoss, PretrainLoss
 from .checkpoint import (build_model, trainable_state, load_trainable_state, save_atomic, save_trained,
-                                file_hash)
+                                file_hash, code_hash)
 from .inference import scenes_of, test_metrics
 from .distributed import (DistInfo, init_distributed, relaunch_under_torchrun, gather_batch, mean_over_ranks,
                                  make_loader, wrap_model, unwrap)
@@ -116,7 +116,7 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
             where = f" step {skip}" if skip else ""
             log.info(f"{stage.name}: resuming from checkpoint {ckpt_path} at epoch {start}{where} of {stage.epochs}")
         else:
-            log.info(f"{stage.name}: ignoring checkpoint {ckpt_path}: it was made with other settings or data")
+            log.info(f"{stage.name}: ignoring checkpoint {ckpt_path}: it was made with other settings, data or code")
     def save(epoch, batch=0, sums=None, n=0):
         save_atomic(dict(stage=stage.name, epoch=epoch, batch=batch, partial=(sums or {}, n), fingerprint=fp,
                          model=trainable_state(unwrap(stage.model) if stage.name != "train" else stage.net),
@@ -213,7 +213,7 @@ def run_pretrain(cfg:Config, manifest, out_dir="outputs/pretrain", ckpt_dir="out
     net = build_model(cfg)
     pre = DGSPNetPretrainer(net)
     model = wrap_model(pre, info, device, cfg.base.channels_last, cfg.base.compile)
-    fp = fingerprint("pretrain", cfg.base, cfg.data, cfg.model, cfg.pretrain, Path(manifest).read_text())
+    fp = fingerprint("pretrain", cfg.base, cfg.data, cfg.model, cfg.pretrain, Path(manifest).read_text(), code_hash())
     stage = Stage("pretrain", model, net, pretrain_optimizer(pre, cfg), None, _pretrain_step(PretrainLoss()),
                   cfg.pretrain.epochs, cfg.pretrain.batch_size, cfg.pretrain.ckpt_every,
                   steps_per_epoch=cfg.pretrain.steps_per_epoch)
@@ -283,7 +283,7 @@ def run_train(cfg:Config, manifest, pretrained="outputs/pretrain/encoder.pt", ou
     model = wrap_model(net, info, device, cfg.base.channels_last, cfg.base.compile)
     opt, sched = train_optimizer(net, cfg, cfg.train.epochs * steps_per_epoch(train_ds, cfg.train))
     pre_hash = file_hash(pretrained) if cfg.train.pretrained else "none"
-    fp = fingerprint("train", cfg.base, cfg.data, cfg.model, cfg.train, Path(manifest).read_text(), pre_hash)
+    fp = fingerprint("train", cfg.base, cfg.data, cfg.model, cfg.train, Path(manifest).read_text(), pre_hash, code_hash())
     loss_fn = SegmentationLoss(cfg.train.lambda_bce, cfg.train.lambda_softiou)
     stage = Stage("train", model, net, opt, sched, _train_step(loss_fn, cfg.train.aux_weight if cfg.model.deep_supervision else 0.0), cfg.train.epochs, cfg.train.batch_size,
                   cfg.train.ckpt_every, cfg.train.eval_every, cfg.train.steps_per_epoch)
