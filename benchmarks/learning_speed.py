@@ -3,12 +3,14 @@
 The recipe is the committed CPU run's (`results/nuaa-sirst-cpu`): widths 16..256, crop 256, batch 4, random CLIP
 text tower, 3 epochs of reconstruction pretraining (AdamW 3e-4 / 1e-4, shared by every candidate: no candidate
 changes the encoder or the inversion net), then Adam lr 1e-3 with polynomial decay (power 1.2) over that run's
-2,120 steps (40 epochs x 53), BCE + SoftIoU, seed 0. Each candidate changes one switch (see CANDIDATES); the test
+2,120 steps (40 epochs x 53), BCE + SoftIoU, seed 0, the prediction head at PyTorch's default initialisation (the
+model before this experiment; `prior-0.01` is the default since). Each candidate changes one switch (see
+CANDIDATES); the test
 split (214 images, whole) is scored after 100, 200, 400 and 800 steps, and the training SoftIoU is averaged per
 epoch (53 steps).
 
     python benchmarks/learning_speed.py                      # every candidate not yet measured
-    python benchmarks/learning_speed.py --candidates default prior-0.01
+    python benchmarks/learning_speed.py --candidates pytorch-init prior-0.01
     python benchmarks/learning_speed.py --plot               # table + figure from the results so far
 
 Results: one JSON per candidate in benchmarks/results/learning_speed/, the table in
@@ -36,14 +38,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 RECIPE = {  # the committed CPU run (results/nuaa-sirst-cpu/params.yaml), head at PyTorch's default init
     "base": {"seed": 0, "threads": 1, "deterministic": True},
     "data": {"crop": 256, "resize_masks": True},
-    "model": {"widths": [16, 32, 64, 128, 256], "n_fine_tokens": 2, "clip_weights": "none"},
+    "model": {"widths": [16, 32, 64, 128, 256], "n_fine_tokens": 2, "clip_weights": "none", "head_prior": None},
     "pretrain": {"epochs": 3, "batch_size": 4, "ckpt_every": 1},
     "train": {"epochs": 40, "batch_size": 4, "lr": 1e-3, "poly_power": 1.2},
 }
 CANDIDATES = {  # name -> overrides of the recipe ("data" in head_prior: the training split's target fraction)
-    "default": {},
+    "pytorch-init": {},
+    "prior-0.01": {"model": {"head_prior": 0.01}},  # the default since this experiment
     "prior-data": {"model": {"head_prior": "data"}},
-    "prior-0.01": {"model": {"head_prior": 0.01}},
     "warmup": {"train": {"warmup_steps": 50}},
     "deep-supervision": {"model": {"deep_supervision": True}},
     "softmax_hw": {"model": {"tgsa_norm": "softmax_hw"}},

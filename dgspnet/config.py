@@ -62,7 +62,7 @@ class ModelCfg:
     tgsa: bool = True
     clip_weights: str = "openai"  # "openai", a local checkpoint path, or "none" (RANDOM text tower: smoke runs only)
     tgsa_norm: str = "softmax"  # TGSA weights: "softmax" (Eq. 8 as written), "softmax_hw" or "sigmoid"
-    head_prior: float|None = None  # prediction head starts at this target probability (None: PyTorch's default init)
+    head_prior: float|None = 0.01  # prediction head's bias at this target probability, weights N(0, 0.01^2) (null: PyTorch's default init)
     deep_supervision: bool = False  # auxiliary heads on decoder stages 5..2 (not in the paper)
     extra: dict = field(default_factory=dict)  # further DGSPNet keyword arguments, passed through unchanged
 
@@ -135,7 +135,8 @@ def _build(cls, d:dict, where:str):
     kw = {}
     for k, v in d.items():
         f, default = known[k], getattr(cls(), k)
-        if is_dataclass(default): v = _build(type(default), v, f"{where}.{k}")
+        if v is None and "None" in str(f.type): pass  # optional, e.g. model.head_prior: null
+        elif is_dataclass(default): v = _build(type(default), v, f"{where}.{k}")
         elif isinstance(default, bool):
             also = ("warn",) if "str" in str(f.type) else ()  # base.deterministic: true, false or "warn"
             if not (isinstance(v, bool) or v in also):
@@ -146,9 +147,6 @@ def _build(cls, d:dict, where:str):
                 raise ConfigError(f"{where}.{k}: expected an integer, got {v!r}")
             v = type(default)(v)
         elif isinstance(default, str): v = str(v)
-        elif default is None and v is not None and str(f.type).startswith("float"):  # optional number, e.g. head_prior
-            if isinstance(v, bool) or not isinstance(v, (int, float)): raise ConfigError(f"{where}.{k}: expected a number or null, got {v!r}")
-            v = float(v)
         kw[k] = v
     return cls(**kw)
 

@@ -75,7 +75,7 @@ class Decoder(nn.Module):
 
 # %% ../nbs/10_decoder.ipynb #cell013
 class PredictionHead(nn.Conv2d):
-    "1x1 conv to `n_classes` logit maps; with `prior`, bias -log((1-p)/p) and zero weights (probability p everywhere at init)."
+    "1x1 conv to `n_classes` logit maps; with `prior`, bias -log((1-p)/p) and weights N(0, 0.01^2) (probability about p at init)."
     def __init__(self,
                  in_channels:int, # channels of the last decoding feature
                  n_classes:int=1, # one target class
@@ -84,7 +84,7 @@ class PredictionHead(nn.Conv2d):
         super().__init__(in_channels, n_classes, 1)
         if prior is not None:
             if not 0 < prior < 1: raise ValueError(f"prior must be a probability in (0, 1), got {prior}")
-            with torch.no_grad(): self.weight.zero_(); self.bias.fill_(-math.log((1 - prior) / prior))
+            with torch.no_grad(): self.weight.normal_(0, 0.01); self.bias.fill_(-math.log((1 - prior) / prior))
 
 # %% ../nbs/10_decoder.ipynb #cell016
 class DeconvBlock(nn.Sequential):
