@@ -4,7 +4,7 @@ The recipe is the committed CPU run's (`results/nuaa-sirst-cpu`): widths 16..256
 text tower, 3 epochs of reconstruction pretraining (AdamW 3e-4 / 1e-4, shared by every candidate: no candidate
 changes the encoder or the inversion net), then Adam lr 1e-3 with polynomial decay (power 1.2) over that run's
 2,120 steps (40 epochs x 53), BCE + SoftIoU, seed 0, the prediction head at PyTorch's default initialisation (the
-model before this experiment; `prior-0.01` is the default since). Each candidate changes one switch (see
+model before this experiment; `prior-data` is the default since). Each candidate changes one switch (see
 CANDIDATES); the test
 split (214 images, whole) is scored after 100, 200, 400 and 800 steps, and the training SoftIoU is averaged per
 epoch (53 steps).
@@ -44,8 +44,8 @@ RECIPE = {  # the committed CPU run (results/nuaa-sirst-cpu/params.yaml), head a
 }
 CANDIDATES = {  # name -> overrides of the recipe ("data" in head_prior: the training split's target fraction)
     "pytorch-init": {},
-    "prior-0.01": {"model": {"head_prior": 0.01}},  # the default since this experiment
-    "prior-data": {"model": {"head_prior": "data"}},
+    "prior-0.01": {"model": {"head_prior": 0.01}},
+    "prior-data": {"model": {"head_prior": "data"}},  # the default since this experiment (6.4e-4, rounded)
     "warmup": {"train": {"warmup_steps": 50}},
     "deep-supervision": {"model": {"deep_supervision": True}},
     "softmax_hw": {"model": {"tgsa_norm": "softmax_hw"}},

@@ -62,7 +62,7 @@ class ModelCfg:
     tgsa: bool = True
     clip_weights: str = "openai"  # "openai", a local checkpoint path, or "none" (RANDOM text tower: smoke runs only)
     tgsa_norm: str = "softmax"  # TGSA weights: "softmax" (Eq. 8 as written), "softmax_hw" or "sigmoid"
-    head_prior: float|None = 0.01  # prediction head's bias at this target probability, weights N(0, 0.01^2) (null: PyTorch's default init)
+    head_prior: float|None = 6.4e-4  # prediction head's bias at this target probability, weights N(0, 0.01^2) (null: PyTorch's default init)
     deep_supervision: bool = False  # auxiliary heads on decoder stages 5..2 (not in the paper)
     extra: dict = field(default_factory=dict)  # further DGSPNet keyword arguments, passed through unchanged
 

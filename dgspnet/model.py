@@ -101,7 +101,7 @@ class DGSPNet(StageWeights, nn.Module):
                  attn_heads:int=8, # cross-attention heads (must divide widths[4])
                  tgsa_dim:int|None=None, # d_c of TGSA (None: each stage's width)
                  template:str|None=None, # prompt template override (None: Table 3's for n_fine_tokens)
-                 head_prior:float|None=0.01, # initial target probability of the prediction head (None: PyTorch's default init)
+                 head_prior:float|None=6.4e-4, # initial target probability of the prediction head (None: PyTorch's default init)
                  deep_supervision:bool=False, # auxiliary heads on decoder stages 5..2 (not in the paper; off there)
                 ):
         super().__init__()
