@@ -20,13 +20,7 @@ import torch
 from dgspnet.model import DGSPNet, count_flops
 from dgspnet.text import TextEncoder, ClipWeightsMissing
 from dgspnet.prompts import DualGranularityPrompt
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"): return line.split(":", 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or "unknown"
+from machine import cpu_model
 
 def interleaved_times(fns:dict, repeats:int, warmup:int=2) -> dict:
     "(wall, process CPU) times in s of each fn, run in interleaved rounds so that load from other processes hits all alike."

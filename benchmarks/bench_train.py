@@ -14,7 +14,7 @@ time per image; dataset sizes are the published splits. This is a benchmark, not
 """
 import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import argparse, json, platform, statistics, time
+import argparse, json, statistics, time
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from dgspnet.losses import PretrainLoss, SegmentationLoss
 from dgspnet.model import DGSPNetPretrainer
 from dgspnet.distributed import DistInfo, wrap_model
 from dgspnet.train import _pretrain_step, _train_step
+from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = {"paper-nuaa-sirst": (213, 214, 256), "paper-nudt-sirst": (663, 664, 256), "paper-irstd-1k": (800, 201, 512)}
@@ -90,9 +91,7 @@ def main():
     a = ap.parse_args()
     device = pick_device(a.device); set_threads(a.threads)
     precisions = a.precisions or (["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    res = dict(device=str(device), machine=torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu}, {a.threads} threads",
+    res = dict(device=str(device), machine=torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu_model()}, {a.threads} threads",
                torch=torch.__version__, crop=256, batch=4, steps=a.steps, results={})
     for name, kw in MODELS.items():
         for prec in precisions:

@@ -19,7 +19,7 @@ A candidate already measured is skipped, so the script can be stopped and rerun.
 """
 import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import argparse, json, platform, time
+import argparse, json, time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from dgspnet.distributed import DistInfo, make_loader
 from dgspnet.losses import SegmentationLoss
 from dgspnet.inference import test_metrics
 from dgspnet.train import run_pretrain, train_model, train_optimizer, _train_step
+from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -105,27 +106,8 @@ def run_candidate(name:str, manifest:Path, encoder:Path, prior_data:float, steps
     return rec
 
 
-def from_log(log:Path, name:str, steps_per_epoch:int=53) -> dict:
-    "A candidate's record rebuilt from this script's own console log (for a run stopped before its last step)."
-    import re
-    rec = dict(candidate=name, overrides=CANDIDATES[name], steps_per_epoch=steps_per_epoch, evals={}, softiou_per_epoch=[],
-               loss_per_epoch=[], stopped_early=f"stopped by hand; rebuilt from {log.name}")
-    for l in log.read_text().replace("\r", "\n").splitlines():
-        m = re.match(rf"{re.escape(name)}: step (\d+) \((\d+) s\) IoU ([\d.]+) nIoU ([\d.]+) Pd ([\d.]+) Fa ([\d.]+)", l)
-        if m:
-            st, sec, iou, niou, pd, fa = m.groups()
-            rec["evals"][st] = dict(IoU=float(iou) / 100, nIoU=float(niou) / 100, Pd=float(pd) / 100, Fa=float(fa))
-            rec["seconds"] = float(sec)
-        m = re.match(rf"{re.escape(name)}: epoch \d+ mean train SoftIoU ([\d.]+)", l)
-        if m: rec["softiou_per_epoch"].append(float(m.group(1)))
-    rec.update(threads=1, machine=machine())
-    return rec
-
-
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def plot(out_dir:Path):
@@ -173,13 +155,8 @@ def main():
     ap.add_argument("--steps", type=int, default=max(EVAL_AT))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--plot", action="store_true", help="only write the table and figure from the results so far")
-    ap.add_argument("--from-log", nargs=2, metavar=("LOG", "CANDIDATE"), help="record a stopped candidate from its console log")
     a = ap.parse_args()
     out_dir = RESULTS / "learning_speed"; out_dir.mkdir(parents=True, exist_ok=True)
-    if a.from_log:
-        rec = from_log(Path(a.from_log[0]), a.from_log[1])
-        (out_dir / f"{a.from_log[1]}.json").write_text(json.dumps(rec, indent=2) + "\n")
-        return plot(out_dir)
     if a.plot: return plot(out_dir)
     work = Path(a.work); work.mkdir(parents=True, exist_ok=True)
     manifest = work / "prepare" / "manifest.json"
