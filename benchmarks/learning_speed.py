@@ -123,7 +123,7 @@ def plot(out_dir:Path):
         a1.plot(xs, [100 * r["evals"][str(s)]["IoU"] for s in xs], marker="o", label=label)
         e = np.arange(1, len(r["softiou_per_epoch"]) + 1) * r["steps_per_epoch"]
         a2.plot(e, r["softiou_per_epoch"], marker=".", label=label)
-    a1.axhline(44.3, color="grey", ls="--", lw=1); a1.text(100, 45.3, "SCTransNet, 397 steps (our measurement)", fontsize=7, color="grey")
+    a1.axhline(44.3, color="grey", ls="--", lw=1); a1.text(100, 45.3, "SCTransNet, 397 steps (measured in issue #11)", fontsize=7, color="grey")
     a1.set(xlabel="optimizer steps", ylabel="test IoU (%)", title="NUAA-SIRST test IoU after a fixed number of steps", xscale="log")
     a1.set_xticks(EVAL_AT, [str(s) for s in EVAL_AT]); a1.minorticks_off(); a1.grid(alpha=0.3)
     a1.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
