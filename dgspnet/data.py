@@ -357,7 +357,8 @@ def prepare_dataset(root, out_dir, skip_bad:bool=False, # leave bad samples out 
     root, out_dir = Path(os.path.abspath(find_folder(root))), Path(os.path.abspath(out_dir))
     if _inside(out_dir, root): raise DatasetError(f"{out_dir}: inside the dataset folder {root}, which is never written to; choose another output folder")
     rep = validate_dataset(root, skip_bad=skip_bad, resize_masks=resize_masks, split_stems=split_stems, progress=progress)
-    words = read_scenes(scenes if scenes is not None else root/"scenes.csv")
+    if scenes is not None and not Path(scenes).is_file(): raise DatasetError(f"{scenes}: scenes file not found")
+    words = read_scenes(scenes if scenes is not None else root/"scenes.csv")  # only the default may be absent
     try: root_s = Path(os.path.relpath(root, out_dir)).as_posix()
     except ValueError: root_s = root.as_posix()  # e.g. another drive on Windows
     man = dict(format=1, root=root_s, layout=rep.layout, split_files=rep.split_files, train=rep.train, test=rep.test,

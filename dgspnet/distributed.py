@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .runtime import pick_device
 
 # %% auto #0
-__all__ = ['DistInfo', 'init_distributed', 'relaunch_under_torchrun', 'DistBatchNorm2d', 'convert_batchnorm', 'gather_batch',
-           'mean_over_ranks', 'make_loader', 'wrap_model', 'unwrap']
+__all__ = ['DistInfo', 'init_distributed', 'process_group_backend', 'relaunch_under_torchrun', 'DistBatchNorm2d',
+           'convert_batchnorm', 'gather_batch', 'mean_over_ranks', 'make_loader', 'wrap_model', 'unwrap']
 
 # %% ../nbs/12a_distributed.ipynb #124a15d3
 @dataclass
@@ -35,8 +35,12 @@ def init_distributed(device_name:str="auto") -> tuple:
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank); torch.cuda.set_device(device)
-    if not dist.is_initialized(): dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if not dist.is_initialized(): dist.init_process_group(process_group_backend(device))
     return info, device
+
+def process_group_backend(device:torch.device) -> str:
+    "NCCL for CUDA tensors plus gloo for CPU ones on a GPU; gloo on CPU."
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 # %% ../nbs/12a_distributed.ipynb #afba6c22
 def relaunch_under_torchrun(nproc:int, # processes (base.nproc)

@@ -109,7 +109,7 @@ def mark_detections(rgb:np.ndarray, # (H,W,3) float in [0,1] (`overlay`)
 class FrameError(Exception):
     "One frame could not be predicted; the message names the file."
 
-def predict_frame(trained:Trained, path:Path, threshold:float, tile:int, overlap:int) -> tuple:
+def predict_frame(trained:Trained, path:Path, tile:int, overlap:int) -> tuple:
     "(image, probability map) of one frame, or a `FrameError`/`DatasetError` naming it."
     img = read_image(path)
     if not np.isfinite(img).all(): raise FrameError(f"{path}: the image has non-finite pixel values (NaN or inf)")
@@ -153,7 +153,7 @@ def predict_frames(model, # a `Trained`, or the path of model.pt from the train 
     for p, base in zip(tqdm(frames, desc="predict", unit="frame", mininterval=1, disable=not progress, file=sys.stderr), output_bases(frames)):
         files = [out/f"{base}_{k}.png" for k in OUTPUT_KINDS]
         try:
-            img, prob = predict_frame(trained, p, threshold, tile, overlap)
+            img, prob = predict_frame(trained, p, tile, overlap)
             d = detect(prob, threshold, str(p)); mask = prob > threshold
             Image.fromarray(np.round(prob * 255).astype(np.uint8)).save(files[0])
             Image.fromarray(mask.astype(np.uint8) * 255).save(files[1])

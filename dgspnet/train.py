@@ -107,7 +107,7 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
     if Path(ckpt_path).exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ck.get("fingerprint") == fp and ck.get("stage") == stage.name:
-            load_trainable_state(stage.net if stage.name == "train" else unwrap(stage.model), ck["model"])
+            load_trainable_state(unwrap(stage.model), ck["model"])
             stage.optimizer.load_state_dict(ck["optimizer"])
             if stage.scheduler is not None: stage.scheduler.load_state_dict(ck["scheduler"])
             set_rng_state(ck["rng"])
@@ -119,7 +119,7 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
             log.info(f"{stage.name}: ignoring checkpoint {ckpt_path}: it was made with other settings, data or code")
     def save(epoch, batch=0, sums=None, n=0):
         save_atomic(dict(stage=stage.name, epoch=epoch, batch=batch, partial=(sums or {}, n), fingerprint=fp,
-                         model=trainable_state(unwrap(stage.model) if stage.name != "train" else stage.net),
+                         model=trainable_state(unwrap(stage.model)),
                          optimizer=stage.optimizer.state_dict(),
                          scheduler=stage.scheduler.state_dict() if stage.scheduler is not None else None,
                          scaler=scaler.state_dict(), rng=rng_state()), ckpt_path)
@@ -243,7 +243,7 @@ def lr_factor(step:int, # optimizer steps taken
              ) -> float:
     "Learning-rate multiplier: (1 - step/steps)^power, times a linear warmup min(1, (step+1)/(warmup+1))."
     decay = max(0.0, 1 - step / max(steps, 1)) ** power
-    return decay * min(1.0, (step + 1) / (warmup + 1)) if warmup else decay
+    return decay * min(1.0, (step + 1) / (warmup + 1))
 
 def train_optimizer(net:DGSPNet, cfg:Config, steps:int) -> tuple:
     "Adam at `train.lr` over the trainable parameters; polynomial decay of power `train.poly_power` to 0 over `steps` steps (after `train.warmup_steps` of linear warmup)."
