@@ -10,12 +10,15 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['EXECUTION_ONLY', 'RANDOM_TEXT_WARNING', 'ConfigError', 'BaseCfg', 'SyntheticCfg', 'DataCfg', 'ModelCfg',
+__all__ = ['EXECUTION_ONLY', 'RANDOM_TEXT_WARNING', 'UserError', 'ConfigError', 'BaseCfg', 'SyntheticCfg', 'DataCfg', 'ModelCfg',
            'PretrainCfg', 'TrainCfg', 'EvaluateCfg', 'Config', 'parse_override', 'apply_overrides', 'load_params',
            'config_from_dict', 'fingerprint', 'log_prefix']
 
 # %% ../nbs/00_config.ipynb #561eb869
-class ConfigError(ValueError):
+class UserError(Exception):
+    "An error the user can cause and fix (a bad file, setting or folder): its message names the thing and says what to do; the command-line tools print it as one line and exit 2."
+
+class ConfigError(UserError, ValueError):
     "A params file that does not fit the schema (unknown key, wrong type)."
 
 # %% ../nbs/00_config.ipynb #1076ab14
