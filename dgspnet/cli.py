@@ -13,7 +13,7 @@ from fastcore.script import call_parse, Param
 from .config import UserError
 
 # %% auto #0
-__all__ = ['OS_ERRORS', 'user_message', 'user_errors', 'need_file', 'prepare_cli', 'synthetic_cli', 'NO_MANIFEST', 'pretrain_cli', 'train_cli', 'evaluate_cli', 'predict_cli']
+__all__ = ['OS_ERRORS', 'NO_MANIFEST', 'user_message', 'user_errors', 'need_file', 'prepare_cli', 'synthetic_cli', 'pretrain_cli', 'train_cli', 'evaluate_cli', 'predict_cli']
 
 # %% ../nbs/00b_cli.ipynb #617256d7
 OS_ERRORS = {  # errno -> what it means for the path and what to do
@@ -55,6 +55,8 @@ def user_errors(prog:str, # the console script's name, which starts the line
         raise SystemExit(2) from None
 
 # %% ../nbs/00b_cli.ipynb #bea04136
+NO_MANIFEST = "run dgspnet_prepare (the prepare stage) first, or pass --manifest"  # how to make one
+
 def need_file(path, # a file the command reads
               option:str, # the option that names it, e.g. "--manifest"
               hint:str="", # how to make it, e.g. "run dgspnet_prepare first"
@@ -107,8 +109,6 @@ def synthetic_cli(params:str="params.yaml", # params file (its `data.synthetic` 
         print(make_synthetic_dataset(out, n_train=s.n_train, n_test=s.n_test, size=s.size, seed=s.seed))
 
 # %% ../nbs/13_train.ipynb #1321ce12
-NO_MANIFEST = "run dgspnet_prepare (the prepare stage) first, or pass --manifest"
-
 @call_parse
 def pretrain_cli(params:str="params.yaml", # params file
                  manifest:str="outputs/prepare/manifest.json", # from the prepare stage
@@ -152,7 +152,7 @@ def evaluate_cli(checkpoint:str="outputs/train/model.pt", # from the train stage
     from dgspnet.config import load_params, RANDOM_TEXT_WARNING
     with user_errors("dgspnet_evaluate", debug, [out]):
         cfg = load_params(params) if params else None
-        need_file(manifest, "--manifest", "run dgspnet_prepare (the prepare stage) first, or pass --manifest")
+        need_file(manifest, "--manifest", NO_MANIFEST)
         from dgspnet.runtime import pick_device
         name = device or (cfg.base.device if cfg else "cpu")
         pick_device(name, "--device" if device else f"{params}: base.device")  # a wrong device before any work
