@@ -179,7 +179,7 @@ def _yaml_place(e:yaml.YAMLError) -> str:
 def load_params(path="params.yaml", # params file (DVC layout); missing groups take the defaults
                 overrides=(), # extra `group.key=value` strings (tests, quick experiments)
                ) -> Config:
-    "Read `params.yaml` into a `Config`, strictly (unknown keys are errors); a `ConfigError` naming the file if it cannot."
+    "Read `params.yaml` into a `Config`, strictly (unknown keys are errors); `ConfigError` naming the file if not."
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: params file not found{' (it is a folder)' if p.is_dir() else ''}; "

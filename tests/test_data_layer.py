@@ -198,10 +198,11 @@ def test_cli_errors(tmp_path, monkeypatch, capsys):
         assert e.value.code == 2 and err.count("\n") == 1, err
         return err.rstrip("\n")
     (tmp_path/"p.yaml").write_text("data:\n  source: data/NUDT-SIRST\n")
-    assert error(out="out", params="p.yaml").startswith("dgspnet_prepare: error: data.source='data/NUDT-SIRST' does not exist")
-    assert error(out="out") == "dgspnet_prepare: error: no dataset given: pass SOURCE, or --params FILE to take data.source from it"
-    assert error("x") == "dgspnet_prepare: error: --out DIR is required: the folder where manifest.json is written"
-    assert error(out="out", params="nope.yaml").startswith("dgspnet_prepare: error: nope.yaml: params file not found;")
+    prefix = "dgspnet_prepare: error: "
+    assert error(out="out", params="p.yaml").startswith(prefix + "data.source='data/NUDT-SIRST' does not exist")
+    assert error(out="out") == prefix + "no dataset given: pass SOURCE, or --params FILE to take data.source from it"
+    assert error("x") == prefix + "--out DIR is required: the folder where manifest.json is written"
+    assert error(out="out", params="nope.yaml").startswith(prefix + "nope.yaml: params file not found;")
     (tmp_path/"bad.yaml").write_text("data:\n  sauce: x\n")
     assert "sauce" in error(out="out", params="bad.yaml")
     assert not (tmp_path/"out").exists()
