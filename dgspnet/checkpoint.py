@@ -88,7 +88,9 @@ def save_trained(net:DGSPNet, cfg:Config, stats:dict, path, **extra):
     save_atomic(dict(state=trainable_state(net), text_checksum=text_checksum(net), config=cfg.to_dict(), stats=stats,
                      param_counts=net.param_counts(), **extra), path)  # the random-tower flag is the config's
 
-class CheckpointError(ValueError):
+from .config import UserError
+
+class CheckpointError(UserError, ValueError):
     "A file that cannot be loaded as a trained model; the message names the file and says what to use instead."
 
 def _read_checkpoint(path:Path) -> dict:

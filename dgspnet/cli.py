@@ -6,10 +6,67 @@
 from __future__ import annotations
 import os, sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as dgspnet.runtime does, before a stage imports torch
+import errno
+from contextlib import contextmanager
+from pathlib import Path
 from fastcore.script import call_parse, Param
+from .config import UserError
 
 # %% auto #0
-__all__ = ['prepare_cli', 'synthetic_cli', 'pretrain_cli', 'train_cli', 'evaluate_cli', 'predict_cli']
+__all__ = ['OS_ERRORS', 'NO_MANIFEST', 'user_message', 'user_errors', 'need_file', 'prepare_cli', 'synthetic_cli', 'pretrain_cli', 'train_cli', 'evaluate_cli', 'predict_cli']
+
+# %% ../nbs/00b_cli.ipynb #617256d7
+OS_ERRORS = {  # errno -> what it means for the path and what to do
+    errno.ENOSPC: "no space left on device; free some space (or write elsewhere) and run the same command again: "
+                  "the inputs are untouched",
+    errno.EDQUOT: "disk quota exceeded; free some space (or write elsewhere) and run the same command again: "
+                  "the inputs are untouched",
+    errno.EROFS: "read-only file system; choose a folder on a writable disk",
+    errno.EACCES: "permission denied (not writable, or not readable, by this user); choose another path",
+    errno.EPERM: "operation not permitted here (not writable by this user); choose another path",
+    errno.ENOTDIR: "a part of this path is a file, not a folder; choose another path",
+    errno.EEXIST: "exists and is not a folder; choose another path",
+    errno.EISDIR: "is a folder, not a file",
+    errno.ENOENT: "no such file or folder",
+}
+
+def user_message(e:BaseException, # the exception that ended a command
+                 outputs=(), # the command's output folders, named when an OSError names no path
+                ) -> str|None:
+    "The message to show for an error the user caused and can fix; None for a bug (it keeps its traceback)."
+    if isinstance(e, UserError): return str(e)
+    if isinstance(e, OSError) and e.errno in OS_ERRORS:
+        where = e.filename or ", ".join(str(o) for o in outputs if o) or "the output folder"
+        return f"{where}: {OS_ERRORS[e.errno]}"
+    return None
+
+# %% ../nbs/00b_cli.ipynb #007cb081
+@contextmanager
+def user_errors(prog:str, # the console script's name, which starts the line
+                debug:bool=False, # let the exception through (its traceback) instead
+                outputs=(), # the folders the command writes (named when an OSError names no path)
+               ):
+    "Turn an error the user caused into one line `prog: error: message` on stderr and exit status 2."
+    try: yield
+    except Exception as e:
+        msg = user_message(e, outputs)
+        if msg is None or debug: raise
+        print(f"{prog}: error: {msg}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+# %% ../nbs/00b_cli.ipynb #bea04136
+NO_MANIFEST = "run dgspnet_prepare (the prepare stage) first, or pass --manifest"  # how to make one
+
+def need_file(path, # a file the command reads
+              option:str, # the option that names it, e.g. "--manifest"
+              hint:str="", # how to make it, e.g. "run dgspnet_prepare first"
+             ):
+    "`path`, if it is a file; else a `UserError` naming the option, the path and how to make the file."
+    p = Path(path)
+    if not p.is_file():
+        what = "a folder, not a file" if p.is_dir() else "no such file"
+        raise UserError(f"{option} {p}: {what}" + (f"; {hint}" if hint else ""))
+    return path
 
 # %% ../nbs/01_data.ipynb #534ef606
 @call_parse
@@ -20,17 +77,16 @@ def prepare_cli(source:Param("dataset folder, any layout (default: data.source o
                 resize_masks:bool=False, # resize masks drawn at another scale to their image's size
                 scenes:str=None, # CSV of name,scene (default: SOURCE/scenes.csv when present)
                 splits:str=None, # stems of the split lists as TRAIN,TEST, e.g. trainval_v1,test_v1 (default: the layout's own)
+                debug:bool=False, # show the traceback of an error instead of one line
                ):
     "Validate an IRSTD dataset folder and write OUT/manifest.json (the DVC prepare stage, with --params)."
     from dgspnet.data import DatasetError, prepare_config, run_prepare, load_manifest, prepare_summary
-    from dgspnet.config import ConfigError
-    try:
+    with user_errors("dgspnet_prepare", debug, [out]):
         if out is None: raise DatasetError("--out DIR is required: the folder where manifest.json is written")
         stems = None if splits is None else tuple(x.strip() for x in splits.split(","))
         if stems is not None and (len(stems) != 2 or not all(stems)): raise DatasetError(f"--splits {splits!r}: give two stems as TRAIN,TEST")
         cfg = prepare_config(source, params, skip_bad, resize_masks)
         path = run_prepare(cfg, out, scenes=scenes, split_stems=stems, progress=True)
-    except (DatasetError, ConfigError, FileNotFoundError) as e: sys.exit(f"dgspnet_prepare: {e}")
     man = load_manifest(path)  # its root resolved, to print
     n = len(man["train"]) + len(man["test"]) + len(man["skipped"])
     print(f"validated {n} samples ({len(man['train']) + len(man['test'])} usable, {len(man['skipped'])} skipped)")
@@ -40,15 +96,17 @@ def prepare_cli(source:Param("dataset folder, any layout (default: data.source o
 @call_parse
 def synthetic_cli(params:str="params.yaml", # params file (its `data.synthetic` group)
                   out:str="outputs/synthetic", # where the dataset is written (replaced)
+                  debug:bool=False, # show the traceback of an error instead of one line
                  ):
     "Stage `synthetic`: write the embedded synthetic dataset."
     import shutil
     from pathlib import Path
     from dgspnet.config import load_params
     from dgspnet.synthetic import make_synthetic_dataset
-    s = load_params(params).data.synthetic
-    if Path(out).exists(): shutil.rmtree(out)
-    print(make_synthetic_dataset(out, n_train=s.n_train, n_test=s.n_test, size=s.size, seed=s.seed))
+    with user_errors("dgspnet_synthetic", debug, [out]):
+        s = load_params(params).data.synthetic
+        if Path(out).exists(): shutil.rmtree(out)
+        print(make_synthetic_dataset(out, n_train=s.n_train, n_test=s.n_test, size=s.size, seed=s.seed))
 
 # %% ../nbs/13_train.ipynb #1321ce12
 @call_parse
@@ -57,10 +115,13 @@ def pretrain_cli(params:str="params.yaml", # params file
                  out:str="outputs/pretrain", # folder of encoder.pt and run.log
                  ckpt_dir:str="outputs/checkpoints", # resumable checkpoints (kept by dvc: persist)
                  live_dir:str="results/pretrain", # dvclive folder
+                 debug:bool=False, # show the traceback of an error instead of one line
                 ):
     "Stage `pretrain`: reconstruction pretraining (Eq. 10)."
-    from dgspnet.train import run_stage, run_pretrain
-    run_stage(run_pretrain, params, manifest, out, ckpt_dir, live_dir)
+    with user_errors("dgspnet_pretrain", debug, [out, ckpt_dir, live_dir]):
+        need_file(manifest, "--manifest", NO_MANIFEST)  # before torch is imported
+        from dgspnet.train import run_stage, run_pretrain
+        run_stage(run_pretrain, params, manifest, out, ckpt_dir, live_dir)
 
 @call_parse
 def train_cli(params:str="params.yaml", # params file
@@ -69,10 +130,13 @@ def train_cli(params:str="params.yaml", # params file
               out:str="outputs/train", # folder of model.pt and run.log
               ckpt_dir:str="outputs/checkpoints", # resumable checkpoints (kept by dvc: persist)
               live_dir:str="results/train", # dvclive folder
+              debug:bool=False, # show the traceback of an error instead of one line
              ):
     "Stage `train`: normal training (Eq. 11), resumable."
-    from dgspnet.train import run_stage, run_train
-    run_stage(run_train, params, manifest, pretrained, out, ckpt_dir, live_dir)
+    with user_errors("dgspnet_train", debug, [out, ckpt_dir, live_dir]):
+        need_file(manifest, "--manifest", NO_MANIFEST)
+        from dgspnet.train import run_stage, run_train
+        run_stage(run_train, params, manifest, pretrained, out, ckpt_dir, live_dir)
 
 # %% ../nbs/14_evaluate.ipynb #483c6144
 @call_parse
@@ -81,14 +145,20 @@ def evaluate_cli(checkpoint:str="outputs/train/model.pt", # from the train stage
                  out:str="results/evaluate", # metrics.json, details.json, pdfa.csv, figures
                  params:str=None, # params file: its `evaluate` group, base.device and base.threads (default: the checkpoint's evaluate group, cpu)
                  device:str=None, # torch device (default: base.device of --params, else cpu)
+                 debug:bool=False, # show the traceback of an error instead of one line
                 ):
     "Score a checkpoint on a test split; the report notebook shows what it writes."
     import json
     from dgspnet.config import load_params, RANDOM_TEXT_WARNING
-    from dgspnet.evaluate import evaluate
-    cfg = load_params(params) if params else None
-    m = evaluate(checkpoint, manifest, out, cfg.evaluate if cfg else None,
-                 device=device or (cfg.base.device if cfg else "cpu"), threads=cfg.base.threads if cfg else None)
+    with user_errors("dgspnet_evaluate", debug, [out]):
+        cfg = load_params(params) if params else None
+        need_file(manifest, "--manifest", NO_MANIFEST)
+        from dgspnet.runtime import pick_device
+        name = device or (cfg.base.device if cfg else "cpu")
+        pick_device(name, "--device" if device else f"{params}: base.device")  # a wrong device before any work
+        from dgspnet.evaluate import evaluate
+        m = evaluate(checkpoint, manifest, out, cfg.evaluate if cfg else None,
+                     device=name, threads=cfg.base.threads if cfg else None)
     if m["text_tower_random"]: print(RANDOM_TEXT_WARNING)
     print(json.dumps(m, indent=2))
 
@@ -104,5 +174,10 @@ def predict_cli(checkpoint:str, # model.pt from the train stage (outputs/train/m
                 debug:bool=False, # show tracebacks
                ):
     "Run a trained DGSPNet on your own frames; exit 1 if some frames failed (the others are done), 2 if it cannot start."
-    from dgspnet.predict import run_predict
-    sys.exit(run_predict(checkpoint, paths, threshold, device, tile, overlap, threads, debug))
+    with user_errors("dgspnet_predict", debug, paths[-1:]):
+        from dgspnet.runtime import pick_device, set_threads
+        pick_device(device, "--device")  # wrong settings are one line before any work
+        set_threads(threads, "--threads")
+        from dgspnet.predict import run_predict
+        status = run_predict(checkpoint, paths, threshold, device, tile, overlap, threads, debug)
+    sys.exit(status)

@@ -171,14 +171,26 @@ def apply_overrides(d:dict, overrides=()) -> dict:
     return d
 
 # %% ../nbs/00_config.ipynb #a11ee9ae
+def _yaml_place(e:yaml.YAMLError) -> str:
+    "', line L, column C' of a YAML error, where the parser says."
+    m = getattr(e, "problem_mark", None)
+    return f", line {m.line + 1}, column {m.column + 1}" if m else ""
+
 def load_params(path="params.yaml", # params file (DVC layout); missing groups take the defaults
                 overrides=(), # extra `group.key=value` strings (tests, quick experiments)
                ) -> Config:
-    "Read `params.yaml` into a `Config`, strictly (unknown keys are errors)."
+    "Read `params.yaml` into a `Config`, strictly (unknown keys are errors); `ConfigError` naming the file if not."
     p = Path(path)
-    d = yaml.safe_load(p.read_text()) if p.exists() else None
-    if d is None and not p.exists(): raise FileNotFoundError(f"params file not found: {p}")
-    return config_from_dict(apply_overrides(d or {}, overrides))
+    if not p.is_file():
+        raise ConfigError(f"{p}: params file not found{' (it is a folder)' if p.is_dir() else ''}; "
+                          "pass --params FILE, or run in the repository root")
+    try: d = yaml.safe_load(p.read_text())
+    except UnicodeDecodeError as e: raise ConfigError(f"{p}: not a text file, so not a params file") from e
+    except yaml.YAMLError as e:
+        why = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{p}{_yaml_place(e)}: not valid YAML ({why}); fix the file there") from e
+    try: return config_from_dict(apply_overrides(d or {}, overrides))
+    except ConfigError as e: raise ConfigError(f"{p}: {e}") from e
 
 def config_from_dict(d:dict) -> Config:
     "A `Config` from a nested dict (as in params.yaml or a checkpoint)."

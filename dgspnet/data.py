@@ -22,7 +22,9 @@ __all__ = ['IMAGE_EXTS', 'SPLITS', 'LAYOUTS', 'MASK_THRESHOLD', 'SOURCE_HINT', '
            'prepare_summary']
 
 # %% ../nbs/01_data.ipynb #3a0da89d
-class DatasetError(Exception):
+from .config import UserError
+
+class DatasetError(UserError):
     "A folder that cannot be read as an IRSTD dataset; the message lists every problem, each naming its file."
     def __init__(self, message:str, problems=()):
         super().__init__(message)

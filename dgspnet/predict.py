@@ -28,7 +28,9 @@ __all__ = ['FRAME_SUFFIXES', 'OUTPUT_KINDS', 'DETECTION_FIELDS', 'FRAME_FIELDS',
 FRAME_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 OUTPUT_KINDS = ("prob", "mask", "overlay") # files per frame: <base>_<kind>.png
 
-class PredictError(ValueError):
+from .config import UserError
+
+class PredictError(UserError, ValueError):
     "The run cannot start (bad input or output path); one line that names the path."
 
 def collect_frames(inputs:list, # folders (their image files) and/or image files

@@ -26,17 +26,28 @@ def seed_everything(seed:int=0, # the run's seed (base.seed)
     torch.backends.cudnn.deterministic = bool(deterministic)
 
 # %% ../nbs/00a_runtime.ipynb #e467921b
-def pick_device(name:str="auto") -> torch.device:
-    "`auto` -> cuda if available, else cpu; an explicit cuda request without a GPU is an error."
+from .config import UserError
+
+def pick_device(name:str="auto", # "auto", "cpu", "cuda", "cuda:1", ...
+                setting:str="base.device", # where the name came from, for the error message
+               ) -> torch.device:
+    "`auto` -> cuda if available, else cpu; a name torch does not know, or a GPU this machine lacks, is a `UserError`."
     if name == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try: dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise UserError(f"{setting}={name!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"base.device={name!r} but no CUDA device is available; use 'auto' or 'cpu'")
+        raise UserError(f"{setting}={name!r} but no CUDA device is available; use 'auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"{setting}={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
-def set_threads(n:int=2):
-    "Torch intra-op threads for this process (CPU)."
-    if n and n > 0: torch.set_num_threads(int(n))
+def set_threads(n:int=2, # threads; 0: torch's default
+                setting:str="base.threads", # where the number came from, for the error message
+               ):
+    "Torch intra-op threads for this process (CPU); a negative number is a `UserError`."
+    if n < 0: raise UserError(f"{setting}={n}: give a number of threads >= 1, or 0 for torch's default")
+    if n > 0: torch.set_num_threads(int(n))
 
 # %% ../nbs/00a_runtime.ipynb #531265e3
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")

@@ -34,7 +34,9 @@ class TextFeatures(NamedTuple):
     mask: torch.Tensor # [B, L] bool, True for real tokens, [sot] up to and including [eot]
 
 # %% ../nbs/06_text.ipynb #cell009
-class ClipWeightsMissing(FileNotFoundError):
+from .config import UserError
+
+class ClipWeightsMissing(UserError, FileNotFoundError):
     "CLIP text-encoder weights could not be found; the message says how to provide them."
 
 def clip_weights_missing(problem:str, # what was looked for and not found

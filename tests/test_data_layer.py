@@ -189,32 +189,34 @@ def test_params_file(tmp_path, monkeypatch):
     assert _snapshot(tmp_path/"data") == {k[len("data/"):]: v for k, v in before.items() if k.startswith("data/")}
 
 
-def test_cli_errors(tmp_path, monkeypatch):
+def test_cli_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    def error(*args, **kw):
+        "The one stderr line of prepare_cli(*args, **kw), which must exit with status 2."
+        with pytest.raises(SystemExit) as e: prepare_cli(*args, **kw)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1, err
+        return err.rstrip("\n")
     (tmp_path/"p.yaml").write_text("data:\n  source: data/NUDT-SIRST\n")
-    with pytest.raises(SystemExit) as e: prepare_cli(out="out", params="p.yaml")
-    assert e.value.code.startswith("dgspnet_prepare: data.source='data/NUDT-SIRST' does not exist") and "\n" not in e.value.code
-    with pytest.raises(SystemExit) as e: prepare_cli(out="out")
-    assert e.value.code == "dgspnet_prepare: no dataset given: pass SOURCE, or --params FILE to take data.source from it"
-    with pytest.raises(SystemExit) as e: prepare_cli("x")
-    assert e.value.code == "dgspnet_prepare: --out DIR is required: the folder where manifest.json is written"
-    with pytest.raises(SystemExit) as e: prepare_cli(out="out", params="nope.yaml")
-    assert e.value.code == "dgspnet_prepare: params file not found: nope.yaml"
+    prefix = "dgspnet_prepare: error: "
+    assert error(out="out", params="p.yaml").startswith(prefix + "data.source='data/NUDT-SIRST' does not exist")
+    assert error(out="out") == prefix + "no dataset given: pass SOURCE, or --params FILE to take data.source from it"
+    assert error("x") == prefix + "--out DIR is required: the folder where manifest.json is written"
+    assert error(out="out", params="nope.yaml").startswith(prefix + "nope.yaml: params file not found;")
     (tmp_path/"bad.yaml").write_text("data:\n  sauce: x\n")
-    with pytest.raises(SystemExit) as e: prepare_cli(out="out", params="bad.yaml")
-    assert "sauce" in e.value.code
+    assert "sauce" in error(out="out", params="bad.yaml")
     assert not (tmp_path/"out").exists()
 
 
 def test_console_script_no_traceback(tmp_path):
-    "The installed console script: exit status 1, the message on stderr, no traceback."
+    "The installed console script: exit status 2, the message on stderr, no traceback."
     script = Path(sys.executable).parent/"dgspnet_prepare"
     if not script.is_file(): pytest.skip(f"no console script at {script}")
     root = _tiny(tmp_path/"ds"); (root/"masks"/"b0.png").unlink()
     before = _snapshot(root)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     r = subprocess.run([sys.executable, str(script), str(root), "--out", str(tmp_path/"out")], capture_output=True, text=True, env=env)
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "masks/b0.png: no mask file for 'b0'" in r.stderr
     r = subprocess.run([sys.executable, str(script), str(root), "--out", str(tmp_path/"out"), "--skip_bad"], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
