@@ -202,12 +202,13 @@ def png_sbit(path) -> int|None:
 # %% ../nbs/01_data.ipynb #845635bd
 from .config import UserError
 
-INTENSITY_RULES = ("auto", "8", "10", "12", "14", "16", "unit", "minmax") # `intensity=`: the table's rule, or one forced
+INTENSITY_RULES = ("auto", "8", "10", "12", "14", "16", "unit", "minmax") # `intensity=`: the table's, or forced
 
 def check_intensity(intensity) -> str:
     "`intensity` as one of `INTENSITY_RULES` (14 and '14' alike); `UserError` listing them otherwise."
     rule = str(intensity).strip().lower()
-    if rule not in INTENSITY_RULES: raise UserError(f"intensity {intensity!r} is not a rule: use one of {', '.join(INTENSITY_RULES)}")
+    if rule not in INTENSITY_RULES:
+        raise UserError(f"intensity {intensity!r} is not a rule: use one of {', '.join(INTENSITY_RULES)}")
     return rule
 
 @dataclass(frozen=True)
@@ -230,6 +231,15 @@ def _low_zero_bits(values:np.ndarray) -> int:
     bits = int(np.bitwise_or.reduce(values.astype(np.int64).ravel()))
     return (bits & -bits).bit_length() - 1 if bits else 0
 
+def _why_0_255(sample:str, hi:float) -> str:
+    "The warning for a frame that is not stored as 8-bit but read as 0-255 values (empty when unambiguous)."
+    if not sample.startswith("float"):
+        return (f"max {_g(hi)} in a {sample} frame: read as 8-bit values; "
+                "if it is a dark frame of more bits, force intensity=10, 12, 14 or 16")
+    if hi < 2: return f"max {_g(hi)}, barely above 1: read as 0-255 values; force intensity=unit if it is on [0, 1]"
+    return ""
+
+# %% ../nbs/01_data.ipynb #b37dd857
 def _auto(sample:str, sbit:int|None, values:np.ndarray, lo:float, hi:float) -> Intensity:
     "The first row of the intensity table that fits (constant frames are warned about by `intensity_rule`)."
     if sample == "1-bit": return Intensity(0.0, 1.0, "1-bit as stored")
@@ -238,28 +248,30 @@ def _auto(sample:str, sbit:int|None, values:np.ndarray, lo:float, hi:float) -> I
     if lo < 0 or hi > 65535:
         why = f"negative values (min {_g(lo)})" if lo < 0 else f"values above 65535 (max {_g(hi)})"
         return Intensity(lo, hi, f"{sample} min-max ({_g(lo)} -> 0, {_g(hi)} -> 1)",
-                         f"{why}: no bit depth fits, so each frame is stretched min-max; force intensity if this is wrong")
+                         f"{why}: no bit depth fits, so the frame is stretched min-max; force intensity if wrong")
     if isfloat and hi <= 1: return Intensity(0.0, 1.0, f"{sample} [0, 1] (max {_g(hi)}) as stored")
-    if not isfloat and sbit and hi <= 2**sbit - 1:
+    if sbit and not isfloat and hi <= 2**sbit - 1:
         return Intensity(0.0, 2.0**sbit - 1, f"{sample} {sbit}-bit (PNG sBIT {sbit}, max {_g(hi)}) / {2**sbit - 1}")
-    if not isfloat and sbit and sbit < 16: return Intensity(0.0, 65535.0, f"{sample} 16-bit (PNG sBIT {sbit}, samples scaled to 16 bits; max {_g(hi)}) / 65535")
-    if hi <= 255:
-        warn = ("" if hi >= 2 else f"max {_g(hi)}, barely above 1: read as 0-255 values; force intensity=unit if the frame is on [0, 1]") if isfloat \
-               else f"max {_g(hi)} in a {sample} frame: read as 8-bit values; if it is a dark frame of more bits, force intensity=10, 12, 14 or 16"
-        return Intensity(0.0, 255.0, f"{sample} 0-255 (max {_g(hi)}) / 255", warn)
+    if sbit and not isfloat:
+        how = f"16-bit (PNG sBIT {sbit}, samples scaled to 16 bits; max {_g(hi)})"
+        return Intensity(0.0, 65535.0, f"{sample} {how} / 65535")
+    if hi <= 255: return Intensity(0.0, 255.0, f"{sample} 0-255 (max {_g(hi)}) / 255", _why_0_255(sample, hi))
     if not isfloat and (k := _low_zero_bits(values)) >= 2 and len(np.unique(values)) >= 16:
-        return Intensity(0.0, 65535.0, f"{sample} {16 - k}-bit in the top bits (low {k} bits always 0; max {_g(hi)}) / 65535")
+        how = f"{16 - k}-bit in the top bits (low {k} bits always 0; max {_g(hi)})"
+        return Intensity(0.0, 65535.0, f"{sample} {how} / 65535")
     b = next(b for b in (10, 12, 14, 16) if hi <= 2**b - 1)
     return Intensity(0.0, 2.0**b - 1, f"{sample} {b}-bit (max {_g(hi)}) / {2**b - 1}")
 
-# %% ../nbs/01_data.ipynb #b37dd857
+# %% ../nbs/01_data.ipynb #8a92fac2
 def _forced(rule:str, sample:str, lo:float, hi:float) -> Intensity:
     "The rule `rule` names ('8' to '16', 'unit', 'minmax'), warning where the values fall outside it."
-    if rule == "minmax": return Intensity(lo, hi if hi > lo else lo + 1, f"{sample} forced min-max ({_g(lo)} -> 0, {_g(hi)} -> 1)")
+    if rule == "minmax":
+        return Intensity(lo, hi if hi > lo else lo + 1, f"{sample} forced min-max ({_g(lo)} -> 0, {_g(hi)} -> 1)")
     top = 1.0 if rule == "unit" else 2.0 ** int(rule) - 1
     how = "[0, 1] as stored" if rule == "unit" else f"{rule}-bit (max {_g(hi)}) / {int(top)}"
     out = [f"min {_g(lo)} below 0"] * (lo < 0) + [f"max {_g(hi)} above {_g(top)}"] * (hi > top)
-    return Intensity(0.0, top, f"{sample} forced {how}", ", ".join(out) + ": values outside [0, 1] after scaling" * bool(out))
+    why = ", ".join(out) + ": values outside [0, 1] after scaling" if out else ""
+    return Intensity(0.0, top, f"{sample} forced {how}", why)
 
 def intensity_rule(values:np.ndarray, # one channel of stored values (`to_gray`)
                    sample:str, # `sample_type` of the file
@@ -271,16 +283,17 @@ def intensity_rule(values:np.ndarray, # one channel of stored values (`to_gray`)
     if not fin.size: return Intensity(0.0, 1.0, f"{sample}: no finite value", "no finite value (NaN or inf everywhere)")
     lo, hi = float(fin.min()), float(fin.max())
     i = _auto(sample, sbit, fin, lo, hi) if rule == "auto" else _forced(rule, sample, lo, hi)
-    const = f"constant frame (every value {_g(lo)}): nothing to detect, and its bit depth cannot be told" if lo == hi else ""
+    const = f"constant frame (every value {_g(lo)}): nothing to detect, its bit depth unknowable" if lo == hi else ""
     return Intensity(i.low, i.high, i.note, "; ".join(w for w in (i.warning, const) if w))
 
 # %% ../nbs/01_data.ipynb #a7c4bfaf
 def _decode_frame(path, intensity="auto") -> tuple:
-    "Fully decode `path` -> (float32 (H, W) on the [0, 1] scale, its `Intensity`); raises what Pillow raises for a corrupt file."
+    "Fully decode `path` -> (float32 (H, W) on [0, 1], its `Intensity`); raises what Pillow raises for a corrupt file."
     with Image.open(path) as im:
         im.load()
         values, sample = to_gray(im), sample_type(im)
-        rule = intensity_rule(values, sample, png_sbit(path) if im.format == "PNG" and sample != "uint8" else None, intensity)
+        sbit = png_sbit(path) if im.format == "PNG" and sample != "uint8" else None
+        rule = intensity_rule(values, sample, sbit, intensity)
         return rule.apply(values), rule
 
 def _decode(path) -> np.ndarray:
@@ -288,14 +301,14 @@ def _decode(path) -> np.ndarray:
     return _decode_frame(path)[0]
 
 def read_frame(path, intensity="auto") -> tuple:
-    "Image file -> (float32 (H, W) intensity on [0, 1], the `Intensity` applied); `DatasetError` naming the file if it cannot be read."
+    "Image file -> (float32 (H, W) on [0, 1], the `Intensity` applied); `DatasetError` naming a file it cannot read."
     intensity = check_intensity(intensity)
     try: return _decode_frame(path, intensity)
     except FileNotFoundError: raise DatasetError(f"{path}: no such file") from None
     except _DECODE_ERRORS as e: raise DatasetError(f"{path}: unreadable or corrupt image ({type(e).__name__}: {e})") from e
 
 def read_image(path, intensity="auto") -> np.ndarray:
-    "Image file -> float32 (H, W) raw intensity on [0, 1] (see the intensity table); `DatasetError` naming the file if it cannot be read."
+    "Image file -> float32 (H, W) raw intensity on [0, 1] (the intensity table); `DatasetError` if it cannot be read."
     return read_frame(path, intensity)[0]
 
 # %% ../nbs/01_data.ipynb #a9c1e81a
