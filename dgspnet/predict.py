@@ -111,7 +111,7 @@ class FrameError(Exception):
     "One frame could not be predicted; the message names the file."
 
 def predict_frame(trained:Trained, path:Path, tile:int, overlap:int, intensity:str="auto") -> tuple:
-    "(image on [0, 1], probability map, `Intensity` applied) of one frame, or a `FrameError`/`DatasetError` naming it."
+    "(image on [0, 1], probability map, `Intensity` applied) of one frame; a `FrameError`/`DatasetError` naming it."
     img, rule = read_frame(path, intensity)
     if not np.isfinite(img).all(): raise FrameError(f"{path}: the image has non-finite pixel values (NaN or inf)")
     try: prob = predict_tiled(trained.net, img, trained.stats, tile, overlap)
@@ -138,11 +138,11 @@ def predict_frames(model, # a `Trained`, or the path of model.pt from the train 
                    device="cpu", # torch device (when `model` is a path)
                    tile:int=1024, # frames larger than this on a side go in tiles
                    overlap:int=128, # pixels shared by neighbouring tiles
-                   intensity="auto", # how values map to [0, 1]: "auto" (`dgspnet.data` intensity table) or a forced rule
+                   intensity="auto", # values to [0, 1]: "auto" (the `dgspnet.data` intensity table) or a forced rule
                    progress:bool=True, # tqdm bar on stderr
                    debug:bool=False, # print each failed frame's traceback
                   ) -> dict:
-    "Predict every frame; dict(frames=[frames.csv rows], detections=[detections.csv rows], failed={frame: error}, warnings={frame: warning})."
+    "Predict every frame -> dict: frames, detections (the csv rows), failed, warnings ({frame: message})."
     inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     frames = collect_frames(inputs)
     out = check_out_dir(out_dir, inputs, frames)
@@ -168,9 +168,13 @@ def predict_frames(model, # a `Trained`, or the path of model.pt from the train 
             failed[str(p)] = msg; tqdm.write(f"ERROR {msg}", file=sys.stderr)
             if debug: traceback.print_exc()
             for f in files: f.unlink(missing_ok=True)
-            rows.append(dict(frame=str(p), status="failed", targets="", intensity="", warning="", outputs="", error=msg)); continue
+            rows.append(dict(frame=str(p), status="failed", targets="", intensity="", warning="", outputs="",
+                             error=msg))
+            continue
         dets += d
-        if rule.warning: warned[str(p)] = rule.warning; tqdm.write(f"WARNING {p}: {rule.warning} ({rule.note})", file=sys.stderr)
+        if rule.warning:
+            warned[str(p)] = rule.warning
+            tqdm.write(f"WARNING {p}: {rule.warning} ({rule.note})", file=sys.stderr)
         rows.append(dict(frame=str(p), status="ok", targets=len(d), intensity=rule.note, warning=rule.warning,
                          outputs=" ".join(f.name for f in files), error=""))
     _write_csv(out/"frames.csv", FRAME_FIELDS, rows)
@@ -178,7 +182,8 @@ def predict_frames(model, # a `Trained`, or the path of model.pt from the train 
     err = out/"errors.txt"
     if failed: err.write_text("".join(f"{v}\n" for v in failed.values()))
     else: err.unlink(missing_ok=True)
-    return dict(frames=rows, detections=dets, failed=failed, warnings=warned, text_tower_random=trained.text_tower_random)
+    return dict(frames=rows, detections=dets, failed=failed, warnings=warned,
+                text_tower_random=trained.text_tower_random)
 
 # %% ../nbs/15_predict.ipynb #cee1bdf8
 def run_predict(checkpoint, paths:list, threshold=None, device="cpu", tile=1024, overlap=128, threads=0, debug=False,
@@ -187,7 +192,8 @@ def run_predict(checkpoint, paths:list, threshold=None, device="cpu", tile=1024,
     set_threads(threads)
     try:
         if len(paths) < 2: raise PredictError("give the frames (folders or files) and then the output folder")
-        res = predict_frames(checkpoint, paths[:-1], paths[-1], threshold, device, tile, overlap, intensity, debug=debug)
+        res = predict_frames(checkpoint, paths[:-1], paths[-1], threshold, device, tile, overlap, intensity,
+                             debug=debug)
     except (PredictError, CheckpointError, ClipWeightsMissing) as e:
         if debug: raise
         print(f"dgspnet_predict: error: {e}", file=sys.stderr); return 2
