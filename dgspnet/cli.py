@@ -171,6 +171,7 @@ def predict_cli(checkpoint:str, # model.pt from the train stage (outputs/train/m
                 tile:int=1024, # frames larger than this on a side are predicted in overlapping tiles
                 overlap:int=128, # pixels shared by neighbouring tiles
                 threads:int=0, # torch CPU threads (0: torch's default)
+                intensity:str="auto", # how frame values map to [0, 1]: auto, 8, 10, 12, 14, 16, unit or minmax
                 debug:bool=False, # show tracebacks
                ):
     "Run a trained DGSPNet on your own frames; exit 1 if some frames failed (the others are done), 2 if it cannot start."
@@ -179,5 +180,5 @@ def predict_cli(checkpoint:str, # model.pt from the train stage (outputs/train/m
         pick_device(device, "--device")  # wrong settings are one line before any work
         set_threads(threads, "--threads")
         from dgspnet.predict import run_predict
-        status = run_predict(checkpoint, paths, threshold, device, tile, overlap, threads, debug)
+        status = run_predict(checkpoint, paths, threshold, device, tile, overlap, threads, debug, intensity)
     sys.exit(status)

@@ -14,9 +14,10 @@ from PIL import Image
 from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'SPLITS', 'LAYOUTS', 'MASK_THRESHOLD', 'SOURCE_HINT', 'DatasetError', 'Layout', 'DatasetFolder',
-           'find_folder', 'resolve_layout', 'detect_layout', 'clean_name', 'parse_split_file', 'load_split_names',
-           'sample_paths', 'to_gray', 'read_image', 'read_mask', 'grey_values', 'fit_mask', 'ValidationReport',
+__all__ = ['IMAGE_EXTS', 'SPLITS', 'LAYOUTS', 'INTENSITY_RULES', 'MASK_THRESHOLD', 'SOURCE_HINT', 'DatasetError', 'Layout',
+           'DatasetFolder', 'find_folder', 'resolve_layout', 'detect_layout', 'clean_name', 'parse_split_file',
+           'load_split_names', 'sample_paths', 'to_gray', 'sample_type', 'png_sbit', 'check_intensity', 'Intensity',
+           'intensity_rule', 'read_frame', 'read_image', 'read_mask', 'grey_values', 'fit_mask', 'ValidationReport',
            'check_sample', 'validate_dataset', 'compute_stats', 'read_scenes', 'prepare_dataset', 'load_manifest',
            'pad_to', 'normalize', 'random_crop', 'random_flip', 'IRSTDDataset', 'run_prepare', 'prepare_config',
            'prepare_summary']
@@ -164,11 +165,10 @@ def sample_paths(root, name:str) -> tuple[Path, Path]:
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)  # what a bad file raises
 
 def to_gray(im:Image.Image) -> np.ndarray:
-    "Pillow image of any PNG mode -> float32 (H, W) raw intensity in [0, 1] (see the table above)."
+    "Pillow image of any mode in the table -> (H, W) values as stored: float32 for 8-bit modes, float64 above."
     if im.mode in ("P", "PA"): im = im.convert("RGBA")
-    if im.mode.startswith("I"): return (np.asarray(im, np.float64) / 65535).astype(np.float32)
+    if im.mode.startswith("I") or im.mode == "F": return np.array(im, np.float64)
     if im.mode == "1": return np.asarray(im, np.float32)
-    if im.mode == "F": return np.array(im, np.float32)
     if im.mode not in ("L", "LA", "RGB", "RGBA"): raise ValueError(f"unsupported image mode {im.mode}")
     a = np.asarray(im)
     if a.ndim == 3 and im.mode.startswith("RGB"):
@@ -176,20 +176,142 @@ def to_gray(im:Image.Image) -> np.ndarray:
         if (rgb == rgb[..., :1]).all(): a = rgb[..., 0]
         else: a = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     elif a.ndim == 3: a = a[..., 0]
-    return (np.asarray(a, np.float32) / 255).astype(np.float32)
+    return np.asarray(a, np.float32)
+
+# %% ../nbs/01_data.ipynb #6b1d94d6
+def sample_type(im:Image.Image) -> str:
+    "What the file stores per sample: '1-bit', 'uint8', 'uint16', 'int16', 'int32', 'uint32', 'float32' or 'float64'."
+    tags = getattr(im, "tag_v2", None) or {}
+    bits, fmt = (tags.get(k, (d,)) for k, d in ((258, 32), (339, 1)))  # TIFF BitsPerSample, SampleFormat
+    bits, fmt = (v[0] if isinstance(v, tuple) else v for v in (bits, fmt))
+    if im.mode == "1": return "1-bit"
+    if im.mode == "F": return f"float{bits if bits in (32, 64) else 32}"
+    if im.mode.startswith("I;16"): return "int16" if im.mode.endswith("S") else "uint16"
+    if im.mode == "I": return f"{'int' if fmt == 2 else 'uint'}{bits}" if tags and bits in (16, 32) else "int32"
+    return "uint8"
+
+def png_sbit(path) -> int|None:
+    "Significant bits of the first channel, from the PNG's `sBIT` chunk; None when it has none (or is no PNG)."
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n": return None
+        while len(head := f.read(8)) == 8:
+            n, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind in (b"IDAT", b"IEND"): return None
+            if kind == b"sBIT": return (f.read(n) or b"\0")[0] or None
+            f.seek(n + 4, 1)  # chunk data and CRC
+    return None
+
+# %% ../nbs/01_data.ipynb #845635bd
+from .config import UserError
+
+INTENSITY_RULES = ("auto", "8", "10", "12", "14", "16", "unit", "minmax") # `intensity=`: the table's, or forced
+
+def check_intensity(intensity) -> str:
+    "`intensity` as one of `INTENSITY_RULES` (14 and '14' alike); `UserError` listing them otherwise."
+    rule = str(intensity).strip().lower()
+    if rule not in INTENSITY_RULES:
+        raise UserError(f"intensity {intensity!r} is not a rule: use one of {', '.join(INTENSITY_RULES)}")
+    return rule
+
+@dataclass(frozen=True)
+class Intensity:
+    "How one frame's stored values map to the training scale [0, 1]: (value - low) / (high - low)."
+    low:float
+    high:float
+    note:str # what was done, e.g. "uint16 14-bit (max 16383) / 16383"
+    warning:str="" # why the choice may be wrong; empty when the evidence is clear
+
+    def apply(self, values:np.ndarray) -> np.ndarray:
+        "`values` on the [0, 1] scale, float32 (computed in the values' own float type)."
+        return ((values - self.low) / (self.high - self.low)).astype(np.float32)
+
+# %% ../nbs/01_data.ipynb #35d243f6
+def _g(x:float) -> str: return f"{x:.6g}"
+
+def _low_zero_bits(values:np.ndarray) -> int:
+    "How many low bits are 0 in every one of the (integer) `values`; 0 when all are 0."
+    bits = int(np.bitwise_or.reduce(values.astype(np.int64).ravel()))
+    return (bits & -bits).bit_length() - 1 if bits else 0
+
+def _why_0_255(sample:str, hi:float) -> str:
+    "The warning for a frame that is not stored as 8-bit but read as 0-255 values (empty when unambiguous)."
+    if not sample.startswith("float"):
+        return (f"max {_g(hi)} in a {sample} frame: read as 8-bit values; "
+                "if it is a dark frame of more bits, force intensity=10, 12, 14 or 16")
+    if hi < 2: return f"max {_g(hi)}, barely above 1: read as 0-255 values; force intensity=unit if it is on [0, 1]"
+    return ""
+
+# %% ../nbs/01_data.ipynb #b37dd857
+def _auto(sample:str, sbit:int|None, values:np.ndarray, lo:float, hi:float) -> Intensity:
+    "The first row of the intensity table that fits (constant frames are warned about by `intensity_rule`)."
+    if sample == "1-bit": return Intensity(0.0, 1.0, "1-bit as stored")
+    if sample == "uint8": return Intensity(0.0, 255.0, "uint8 / 255")
+    isfloat = sample.startswith("float")
+    if lo < 0 or hi > 65535:
+        why = f"negative values (min {_g(lo)})" if lo < 0 else f"values above 65535 (max {_g(hi)})"
+        return Intensity(lo, hi, f"{sample} min-max ({_g(lo)} -> 0, {_g(hi)} -> 1)",
+                         f"{why}: no bit depth fits, so the frame is stretched min-max; force intensity if wrong")
+    if isfloat and hi <= 1: return Intensity(0.0, 1.0, f"{sample} [0, 1] (max {_g(hi)}) as stored")
+    if sbit and not isfloat and hi <= 2**sbit - 1:
+        return Intensity(0.0, 2.0**sbit - 1, f"{sample} {sbit}-bit (PNG sBIT {sbit}, max {_g(hi)}) / {2**sbit - 1}")
+    if sbit and not isfloat:
+        how = f"16-bit (PNG sBIT {sbit}, samples scaled to 16 bits; max {_g(hi)})"
+        return Intensity(0.0, 65535.0, f"{sample} {how} / 65535")
+    if hi <= 255: return Intensity(0.0, 255.0, f"{sample} 0-255 (max {_g(hi)}) / 255", _why_0_255(sample, hi))
+    if not isfloat and (k := _low_zero_bits(values)) >= 2 and len(np.unique(values)) >= 16:
+        how = f"{16 - k}-bit in the top bits (low {k} bits always 0; max {_g(hi)})"
+        return Intensity(0.0, 65535.0, f"{sample} {how} / 65535")
+    b = next(b for b in (10, 12, 14, 16) if hi <= 2**b - 1)
+    return Intensity(0.0, 2.0**b - 1, f"{sample} {b}-bit (max {_g(hi)}) / {2**b - 1}")
+
+# %% ../nbs/01_data.ipynb #8a92fac2
+def _forced(rule:str, sample:str, lo:float, hi:float) -> Intensity:
+    "The rule `rule` names ('8' to '16', 'unit', 'minmax'), warning where the values fall outside it."
+    if rule == "minmax":
+        return Intensity(lo, hi if hi > lo else lo + 1, f"{sample} forced min-max ({_g(lo)} -> 0, {_g(hi)} -> 1)")
+    top = 1.0 if rule == "unit" else 2.0 ** int(rule) - 1
+    how = "[0, 1] as stored" if rule == "unit" else f"{rule}-bit (max {_g(hi)}) / {int(top)}"
+    out = [f"min {_g(lo)} below 0"] * (lo < 0) + [f"max {_g(hi)} above {_g(top)}"] * (hi > top)
+    why = ", ".join(out) + ": values outside [0, 1] after scaling" if out else ""
+    return Intensity(0.0, top, f"{sample} forced {how}", why)
+
+def intensity_rule(values:np.ndarray, # one channel of stored values (`to_gray`)
+                   sample:str, # `sample_type` of the file
+                   sbit:int|None=None, # significant bits the file declares (`png_sbit`)
+                   intensity="auto", # "auto" (the table above) or a forced rule, one of `INTENSITY_RULES`
+                  ) -> Intensity:
+    "How `values` map to [0, 1], decided on their finite values; a constant frame is warned about whatever the rule."
+    rule, fin = check_intensity(intensity), values[np.isfinite(values)]
+    if not fin.size: return Intensity(0.0, 1.0, f"{sample}: no finite value", "no finite value (NaN or inf everywhere)")
+    lo, hi = float(fin.min()), float(fin.max())
+    i = _auto(sample, sbit, fin, lo, hi) if rule == "auto" else _forced(rule, sample, lo, hi)
+    const = f"constant frame (every value {_g(lo)}): nothing to detect, its bit depth unknowable" if lo == hi else ""
+    return Intensity(i.low, i.high, i.note, "; ".join(w for w in (i.warning, const) if w))
 
 # %% ../nbs/01_data.ipynb #a7c4bfaf
-def _decode(path) -> np.ndarray:
-    "Fully decode `path` to one float channel; raises what Pillow raises for a corrupt file."
+def _decode_frame(path, intensity="auto") -> tuple:
+    "Fully decode `path` -> (float32 (H, W) on [0, 1], its `Intensity`); raises what Pillow raises for a corrupt file."
     with Image.open(path) as im:
         im.load()
-        return to_gray(im)
+        values, sample = to_gray(im), sample_type(im)
+        sbit = png_sbit(path) if im.format == "PNG" and sample != "uint8" else None
+        rule = intensity_rule(values, sample, sbit, intensity)
+        return rule.apply(values), rule
 
-def read_image(path) -> np.ndarray:
-    "Image file -> float32 (H, W) raw intensity in [0, 1]; `DatasetError` naming the file if it cannot be read."
-    try: return _decode(path)
+def _decode(path) -> np.ndarray:
+    "Fully decode `path` to one float channel on the [0, 1] scale (automatic intensity rule)."
+    return _decode_frame(path)[0]
+
+def read_frame(path, intensity="auto") -> tuple:
+    "Image file -> (float32 (H, W) on [0, 1], the `Intensity` applied); `DatasetError` naming a file it cannot read."
+    intensity = check_intensity(intensity)
+    try: return _decode_frame(path, intensity)
     except FileNotFoundError: raise DatasetError(f"{path}: no such file") from None
     except _DECODE_ERRORS as e: raise DatasetError(f"{path}: unreadable or corrupt image ({type(e).__name__}: {e})") from e
+
+def read_image(path, intensity="auto") -> np.ndarray:
+    "Image file -> float32 (H, W) raw intensity on [0, 1] (the intensity table); `DatasetError` if it cannot be read."
+    return read_frame(path, intensity)[0]
 
 # %% ../nbs/01_data.ipynb #a9c1e81a
 MASK_THRESHOLD = 0.5 # mask pixel is target when its [0, 1] value is above this (> 127 of 255)

@@ -14,7 +14,8 @@ from skimage.measure import label, regionprops
 from tqdm import tqdm
 from .runtime import pick_device, set_threads
 from .config import RANDOM_TEXT_WARNING
-from .data import read_image
+from .config import UserError
+from .data import check_intensity, read_frame
 from .text import ClipWeightsMissing
 from .checkpoint import CheckpointError, Trained, load_trained
 from .inference import overlay, predict_tiled
@@ -111,9 +112,9 @@ def mark_detections(rgb:np.ndarray, # (H,W,3) float in [0,1] (`overlay`)
 class FrameError(Exception):
     "One frame could not be predicted; the message names the file."
 
-def predict_frame(trained:Trained, path:Path, tile:int, overlap:int) -> tuple:
-    "(image, probability map) of one frame, or a `FrameError`/`DatasetError` naming it."
-    img = read_image(path)
+def predict_frame(trained:Trained, path:Path, tile:int, overlap:int, intensity:str="auto") -> tuple:
+    "(image on [0, 1], probability map, `Intensity` applied) of one frame; a `FrameError`/`DatasetError` naming it."
+    img, rule = read_frame(path, intensity)
     if not np.isfinite(img).all(): raise FrameError(f"{path}: the image has non-finite pixel values (NaN or inf)")
     try: prob = predict_tiled(trained.net, img, trained.stats, tile, overlap)
     except RuntimeError as e:
@@ -123,14 +124,14 @@ def predict_frame(trained:Trained, path:Path, tile:int, overlap:int) -> tuple:
         raise FrameError(f"{path}: {'out of memory' if oom else 'the network failed'} on this {img.shape[0]}x{img.shape[1]} frame "
                          f"({type(e).__name__}: {first}); try a smaller --tile (now {tile})") from e
     if not np.isfinite(prob).all(): raise FrameError(f"{path}: the network's output is not finite (NaN or inf)")
-    return img, prob
+    return img, prob, rule
 
 # %% ../nbs/15_predict.ipynb #ebbf2c8d
 def _write_csv(path:Path, fields:tuple, rows:list):
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields); w.writeheader(); w.writerows(rows)
 
-FRAME_FIELDS = ("frame", "status", "targets", "outputs", "error")
+FRAME_FIELDS = ("frame", "status", "targets", "intensity", "warning", "outputs", "error")
 
 def predict_frames(model, # a `Trained`, or the path of model.pt from the train stage
                    inputs:list, # frames folders and/or image files
@@ -139,23 +140,26 @@ def predict_frames(model, # a `Trained`, or the path of model.pt from the train 
                    device="cpu", # torch device (when `model` is a path)
                    tile:int=1024, # frames larger than this on a side go in tiles
                    overlap:int=128, # pixels shared by neighbouring tiles
+                   intensity="auto", # values to [0, 1]: "auto" (the `dgspnet.data` intensity table) or a forced rule
                    progress:bool=True, # tqdm bar on stderr
                    debug:bool=False, # print each failed frame's traceback
                   ) -> dict:
-    "Predict every frame; dict(frames=[frames.csv rows], detections=[detections.csv rows], failed={frame: error})."
+    "Predict every frame -> dict: frames, detections (the csv rows), failed, warnings ({frame: message})."
     inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     frames = collect_frames(inputs)
     out = check_out_dir(out_dir, inputs, frames)
     if not 32 <= tile or not 0 <= overlap <= tile // 2: raise PredictError(f"need --tile >= 32 and 0 <= --overlap <= tile/2, got {tile}, {overlap}")
+    try: intensity = check_intensity(intensity)
+    except UserError as e: raise PredictError(f"--{e}") from None
     trained = model if isinstance(model, Trained) else load_trained(model, pick_device(device))
     threshold = trained.threshold if threshold is None else threshold
     if not 0 <= threshold < 1: raise PredictError(f"--threshold must be in [0, 1), got {threshold}")
     out.mkdir(parents=True, exist_ok=True)
-    rows, dets, failed = [], [], {}
+    rows, dets, failed, warned = [], [], {}, {}
     for p, base in zip(tqdm(frames, desc="predict", unit="frame", mininterval=1, disable=not progress, file=sys.stderr), output_bases(frames)):
         files = [out/f"{base}_{k}.png" for k in OUTPUT_KINDS]
         try:
-            img, prob = predict_frame(trained, p, tile, overlap)
+            img, prob, rule = predict_frame(trained, p, tile, overlap, intensity)
             d = detect(prob, threshold, str(p)); mask = prob > threshold
             Image.fromarray(np.round(prob * 255).astype(np.uint8)).save(files[0])
             Image.fromarray(mask.astype(np.uint8) * 255).save(files[1])
@@ -166,28 +170,38 @@ def predict_frames(model, # a `Trained`, or the path of model.pt from the train 
             failed[str(p)] = msg; tqdm.write(f"ERROR {msg}", file=sys.stderr)
             if debug: traceback.print_exc()
             for f in files: f.unlink(missing_ok=True)
-            rows.append(dict(frame=str(p), status="failed", targets="", outputs="", error=msg)); continue
+            rows.append(dict(frame=str(p), status="failed", targets="", intensity="", warning="", outputs="",
+                             error=msg))
+            continue
         dets += d
-        rows.append(dict(frame=str(p), status="ok", targets=len(d), outputs=" ".join(f.name for f in files), error=""))
+        if rule.warning:
+            warned[str(p)] = rule.warning
+            tqdm.write(f"WARNING {p}: {rule.warning} ({rule.note})", file=sys.stderr)
+        rows.append(dict(frame=str(p), status="ok", targets=len(d), intensity=rule.note, warning=rule.warning,
+                         outputs=" ".join(f.name for f in files), error=""))
     _write_csv(out/"frames.csv", FRAME_FIELDS, rows)
     _write_csv(out/"detections.csv", DETECTION_FIELDS, dets)
     err = out/"errors.txt"
     if failed: err.write_text("".join(f"{v}\n" for v in failed.values()))
     else: err.unlink(missing_ok=True)
-    return dict(frames=rows, detections=dets, failed=failed, text_tower_random=trained.text_tower_random)
+    return dict(frames=rows, detections=dets, failed=failed, warnings=warned,
+                text_tower_random=trained.text_tower_random)
 
 # %% ../nbs/15_predict.ipynb #cee1bdf8
-def run_predict(checkpoint, paths:list, threshold=None, device="cpu", tile=1024, overlap=128, threads=0, debug=False) -> int:
+def run_predict(checkpoint, paths:list, threshold=None, device="cpu", tile=1024, overlap=128, threads=0, debug=False,
+                intensity="auto") -> int:
     "The command line's work; returns its exit status (0 all done, 1 some frames failed, 2 could not start)."
     set_threads(threads)
     try:
         if len(paths) < 2: raise PredictError("give the frames (folders or files) and then the output folder")
-        res = predict_frames(checkpoint, paths[:-1], paths[-1], threshold, device, tile, overlap, debug=debug)
+        res = predict_frames(checkpoint, paths[:-1], paths[-1], threshold, device, tile, overlap, intensity,
+                             debug=debug)
     except (PredictError, CheckpointError, ClipWeightsMissing) as e:
         if debug: raise
         print(f"dgspnet_predict: error: {e}", file=sys.stderr); return 2
     if res["text_tower_random"]: print(RANDOM_TEXT_WARNING, file=sys.stderr)
     ok = [r for r in res["frames"] if r["status"] == "ok"]
     print(f"{len(ok)} frame(s) predicted, {len(res['detections'])} target(s) -> {paths[-1]} "
-          f"(frames.csv, detections.csv); {len(res['failed'])} failed" + (" (errors.txt)" if res["failed"] else ""))
+          f"(frames.csv, detections.csv); {len(res['failed'])} failed" + (" (errors.txt)" if res["failed"] else "")
+          + (f"; {len(res['warnings'])} with an intensity warning (frames.csv)" if res["warnings"] else ""))
     return 1 if res["failed"] else 0
