@@ -8,7 +8,7 @@ import argparse, json, re, shlex, shutil, subprocess, sys, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
-from .config import ConfigError, UserError, apply_overrides, config_from_dict
+from .config import ConfigError, UserError, config_from_dict
 
 # %% auto #0
 __all__ = ['DESCRIPTION', 'METRICS_FILE', 'METRIC_KEYS', 'TABLE2_DATASETS', 'load_presets', 'preset_descriptions', 'dvc_reads',
@@ -102,8 +102,14 @@ class StartError(ConfigError):
     "A preset that cannot start (bad key, no dataset, no CLIP weights); nothing has been written."
 
 def check_preset(overrides:dict, base:dict|None=None):
-    "The `Config` that applying `overrides` to params dict `base` gives; `ConfigError` if it is invalid."
-    return config_from_dict(apply_overrides(base or {}, [f"{k}={json.dumps(v)}" for k, v in overrides.items()]))
+    "The `Config` that setting `overrides` (values, not text) in params dict `base` gives; `ConfigError` if invalid."
+    d = json.loads(json.dumps(base or {}))
+    for key, v in overrides.items():
+        *groups, last = key.split(".")
+        node = d
+        for g in groups: node = node.setdefault(g, {})
+        node[last] = v
+    return config_from_dict(d)
 
 def stage_outputs(dvc_yaml="dvc.yaml") -> set:
     "Paths the stages of `dvc_yaml` write (as written there)."
@@ -194,7 +200,8 @@ def dvc_check(cmd:list, # a `dvc exp run` argv (`exp_command`)
     for k, w in zip(overrides, words):
         got, want = _lookup(back, k), overrides[k]
         if got != want or isinstance(got, bool) != isinstance(want, bool):  # True == 1 in Python, not in params
-            raise ConfigError(f"{k}={want!r}: DVC would write it into {params} as {got!r} (-S {w})")
+            raise ConfigError(f"{k}={want!r}: DVC would write it into {params} so that it reads back as {got!r} "
+                              f"(-S {w})")
 
 # %% ../nbs/16_experiments.ipynb #da5a1554
 def workspace_busy(root=".") -> str|None:

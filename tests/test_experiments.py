@@ -160,17 +160,10 @@ def test_one_line_errors_exit_2_and_debug(repo, capsys):
     with pytest.raises(UserError): exp_cli(["no-such-preset", "--debug"])
 
 
-def readme_keys() -> list:
-    "Every `group.key` (or `group.sub.key`) the README names; a name whose last part is a file extension is a file."
-    text = (ROOT / "README.md").read_text()
-    names = re.findall(r"(?<![\w/.-])((?:base|data|model|pretrain|train|evaluate)(?:\.[a-z_0-9]+)+)", text)
-    files = {"dvc", "txt", "pt", "ipynb", "yaml", "json", "csv", "md", "png", "py", "lock"}
-    return sorted({n for n in names if n.rsplit(".", 1)[1] not in files})
-
-
 def test_every_readme_key_is_a_dvc_param(tmp_path):
     "`dvc exp run --dry -S key=value` accepts every key the README names (its params.yaml value; --dry runs nothing)."
     from test_pipeline import copy_repo
+    from test_presets import readme_keys
     from dgspnet.experiments import _fmt, _lookup
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     repo = copy_repo(tmp_path / "repo", params)
