@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_experiments.ipynb #44045c87
 from __future__ import annotations
-import argparse, json, re, shlex, shutil, subprocess, sys, tempfile
+import argparse, copy, json, re, shlex, shutil, subprocess, sys, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
@@ -103,7 +103,7 @@ class StartError(ConfigError):
 
 def check_preset(overrides:dict, base:dict|None=None):
     "The `Config` that setting `overrides` (values, not text) in params dict `base` gives; `ConfigError` if invalid."
-    d = json.loads(json.dumps(base or {}))
+    d = copy.deepcopy(base or {})
     for key, v in overrides.items():
         *groups, last = key.split(".")
         node = d
@@ -183,7 +183,8 @@ def dvc_check(cmd:list, # a `dvc exp run` argv (`exp_command`)
     from dvc.utils.hydra import apply_overrides as dvc_apply
     base = yaml.safe_load(Path(params).read_text()) or {}
     words = [w for i, w in enumerate(cmd) if i and cmd[i - 1] == "-S"]
-    for k, w in zip(overrides, words):
+    for w in words:
+        k = w.split("=", 1)[0]
         try: _lookup(base, k)
         except KeyError: raise ConfigError(f"{k}: not in {params}, so `dvc exp run -S` cannot set it "
                                            f"(add it to {params} with its default)") from None
@@ -197,13 +198,19 @@ def dvc_check(cmd:list, # a `dvc exp run` argv (`exp_command`)
         except InvalidArgumentError as e:
             raise ConfigError(f"DVC refuses {' '.join(words)}: {str(e.__cause__ or e).splitlines()[0]}") from None
         back = yaml.safe_load(copy.read_text())
-    for k, w in zip(overrides, words):
+    for w in words:
+        k = w.split("=", 1)[0]
         got, want = _lookup(back, k), overrides[k]
         if got != want or isinstance(got, bool) != isinstance(want, bool):  # True == 1 in Python, not in params
             raise ConfigError(f"{k}={want!r}: DVC would write it into {params} so that it reads back as {got!r} "
                               f"(-S {w})")
 
 # %% ../nbs/16_experiments.ipynb #da5a1554
+def _json(path:Path) -> dict:
+    "A JSON file DVC keeps in `.dvc/tmp` as a dict; {} while it is absent or half written."
+    try: return json.loads(path.read_text()) or {}
+    except (OSError, ValueError): return {}
+
 def workspace_busy(root=".") -> str|None:
     "What holds the DVC workspace at `root` (a live DVC process, as DVC marks it), or None when it is free."
     import psutil, zc.lockfile
@@ -212,10 +219,10 @@ def workspace_busy(root=".") -> str|None:
         try: zc.lockfile.LockFile(str(tmp/"lock")).close()
         except zc.lockfile.LockError: return f"a dvc command holds the repository lock {tmp/'lock'}"
     run = tmp/"exps"/"run"/"workspace"/"workspace.json"
-    info = json.loads(run.read_text()) if run.is_file() else {}
+    info = _json(run)
     if info.get("returncode") is None and psutil.pid_exists(info.get("pid") or 0):
         return f"pid {info['pid']} runs an experiment in this workspace ({run})"
-    rw = json.loads((tmp/"rwlock").read_text()) if (tmp/"rwlock").is_file() else {}
+    rw = _json(tmp/"rwlock")
     users = list((rw.get("write") or {}).values()) + [i for v in (rw.get("read") or {}).values() for i in v]
     for u in users:
         if psutil.pid_exists(u.get("pid") or 0): return f"pid {u['pid']} runs a stage: {u.get('cmd')} ({tmp/'rwlock'})"
@@ -388,8 +395,8 @@ def _run_presets(a):
         except ConfigError as e: raise StartError(f"{a.file}: preset {name!r}: {e}") from None
     for cmd in cmds:
         who = None if a.queue else workspace_busy(root)
-        if who: raise UserError(f"the DVC workspace {root.resolve()} is busy ({who}): queue it instead, "
-                                f"`dgspnet_exp {' '.join(a.presets)} --queue` then `dvc queue start`, or wait")
+        if who: raise UserError(f"the DVC workspace {root.resolve()} is busy ({who}): add --queue to queue the "
+                                "experiment (then `dvc queue start`), or wait until that run ends")
         print(shlex.join(cmd), flush=True)
         if not a.dry_run:
             rc = run_restoring(cmd, a.params)
