@@ -217,7 +217,8 @@ def workspace_busy(root=".") -> str|None:
     tmp = Path(root)/".dvc"/"tmp"
     if (tmp/"lock").is_file():
         try: zc.lockfile.LockFile(str(tmp/"lock")).close()
-        except zc.lockfile.LockError: return f"a dvc command holds the repository lock {tmp/'lock'}"
+        except zc.lockfile.LockError:  # its holder wrote its pid into it
+            return f"pid {(tmp/'lock').read_text().strip()} holds the repository lock {tmp/'lock'}"
     run = tmp/"exps"/"run"/"workspace"/"workspace.json"
     info = _json(run)
     if info.get("returncode") is None and psutil.pid_exists(info.get("pid") or 0):
