@@ -43,7 +43,8 @@ def preset_descriptions(path="configs/experiments.yaml") -> dict:
 # %% ../nbs/16_experiments.ipynb #e2e2bc0d
 def dvc_reads(arg:str):
     "DVC's reading of one `-S` word (`dvc.utils.hydra.to_hydra_overrides`): a Hydra `Override`, None if it is none."
-    from dvc.utils.hydra import to_hydra_overrides
+    try: from dvc.utils.hydra import to_hydra_overrides
+    except ImportError: raise UserError("DVC is not installed here (pip install dvc): it runs the experiments") from None
     from hydra.errors import OverrideParseException
     try: return to_hydra_overrides([arg])[0]
     except OverrideParseException: return None

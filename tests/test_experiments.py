@@ -160,6 +160,14 @@ def test_one_line_errors_exit_2_and_debug(repo, capsys):
     with pytest.raises(UserError): exp_cli(["no-such-preset", "--debug"])
 
 
+def test_without_dvc_one_line(repo, capsys, monkeypatch):
+    tiny_dataset(repo / "data" / "NUDT-SIRST")
+    monkeypatch.setitem(sys.modules, "dvc.utils.hydra", None)                # as if DVC were not installed
+    with pytest.raises(SystemExit) as e: exp_cli(["cpu-nudt-sirst", "--dry-run"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("dgspnet_exp: DVC is not installed") and err.count("\n") == 1, err
+
+
 def test_every_readme_key_is_a_dvc_param(tmp_path):
     "`dvc exp run --dry -S key=value` accepts every key the README names (its params.yaml value; --dry runs nothing)."
     from test_pipeline import copy_repo
