@@ -44,7 +44,7 @@ def preset_descriptions(path="configs/experiments.yaml") -> dict:
 def dvc_reads(arg:str):
     "DVC's reading of one `-S` word (`dvc.utils.hydra.to_hydra_overrides`): a Hydra `Override`, None if it is none."
     try: from dvc.utils.hydra import to_hydra_overrides
-    except ImportError: raise UserError("DVC is not installed here (pip install dvc): it runs the experiments") from None
+    except ImportError: raise UserError("DVC is not installed here (pip install dvc): it runs experiments") from None
     from hydra.errors import OverrideParseException
     try: return to_hydra_overrides([arg])[0]
     except OverrideParseException: return None
