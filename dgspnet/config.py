@@ -50,6 +50,7 @@ class DataCfg:
     source: str = "outputs/synthetic"  # dataset root: outputs/synthetic (embedded default) or data/<NAME>
     skip_bad: bool = False             # True: leave unreadable samples out (listed in the manifest) instead of failing
     resize_masks: bool = False         # True: resize masks drawn at another scale to their image's size
+    splits: list|None = None           # [train, test] stems of other split lists (SIRST v2); None: the layout's own
     crop: int = 256                    # random training crop (paper: 256)
     num_workers: int = 0               # DataLoader workers (seeded per worker; results do not depend on it)
     synthetic: SyntheticCfg = field(default_factory=SyntheticCfg)

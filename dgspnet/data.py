@@ -19,8 +19,8 @@ __all__ = ['IMAGE_EXTS', 'SPLITS', 'LAYOUTS', 'INTENSITY_RULES', 'MASK_THRESHOLD
            'load_split_names', 'sample_paths', 'to_gray', 'sample_type', 'png_sbit', 'check_intensity', 'Intensity',
            'intensity_rule', 'read_frame', 'read_image', 'read_mask', 'grey_values', 'fit_mask', 'ValidationReport',
            'check_sample', 'validate_dataset', 'compute_stats', 'read_scenes', 'prepare_dataset', 'load_manifest',
-           'pad_to', 'normalize', 'random_crop', 'random_flip', 'IRSTDDataset', 'run_prepare', 'prepare_config',
-           'prepare_summary']
+           'pad_to', 'normalize', 'random_crop', 'random_flip', 'IRSTDDataset', 'parse_splits', 'run_prepare',
+           'prepare_config', 'prepare_summary']
 
 # %% ../nbs/01_data.ipynb #3a0da89d
 from .config import UserError
@@ -576,10 +576,20 @@ class IRSTDDataset(torch.utils.data.Dataset):
 SOURCE_HINT = ("Put the dataset under data/<NAME> and set data.source in params.yaml (or pass SOURCE to dgspnet_prepare); "
                "the default outputs/synthetic is written by the DVC synthetic stage.")
 
-def run_prepare(cfg, # params `Config` (`dgspnet.config`); only `cfg.data` is read: source, skip_bad, resize_masks
+def parse_splits(splits) -> tuple|None:
+    "`data.splits` as the (train, test) stems `resolve_layout` takes: None for null; `ConfigError` unless two names."
+    from dgspnet.config import ConfigError
+    if splits is None: return None
+    two = isinstance(splits, (list, tuple)) and len(splits) == 2
+    if not (two and all(isinstance(s, str) and s.strip() for s in splits)):
+        raise ConfigError(f"data.splits: expected [TRAIN, TEST] stems of split lists, e.g. [trainval_v1, test_v1], "
+                          f"or null for the layout's own; got {splits!r}")
+    return tuple(s.strip() for s in splits)
+
+def run_prepare(cfg, # params `Config`; only `cfg.data` is read: source, skip_bad, resize_masks, splits
                 out_dir="outputs/prepare", # folder of manifest.json
                 scenes=None, # CSV of name,scene (default: the source's scenes.csv when present)
-                split_stems=None, # (train, test) stems of the split lists; default: the layout's own
+                split_stems=None, # (train, test) stems of the split lists; default: `cfg.data.splits`
                 progress:bool=False, # progress bars on stderr (when it is a terminal)
                ) -> Path:
     "Validate `cfg.data.source` and write `out_dir/manifest.json`; `DatasetError` (one line for a missing source) otherwise."
@@ -587,8 +597,9 @@ def run_prepare(cfg, # params `Config` (`dgspnet.config`); only `cfg.data` is re
     if not src: raise DatasetError(f"no dataset given: data.source is empty. {SOURCE_HINT}")
     root, why = _match_folder(src)
     if root is None: raise DatasetError(f"data.source={str(src)!r} does not exist (cwd {Path.cwd()}; {why}). {SOURCE_HINT}")
+    stems = split_stems if split_stems is not None else parse_splits(cfg.data.splits)
     return prepare_dataset(root, out_dir, skip_bad=cfg.data.skip_bad, resize_masks=cfg.data.resize_masks,
-                           scenes=scenes, split_stems=split_stems, progress=progress)
+                           scenes=scenes, split_stems=stems, progress=progress)
 
 def prepare_config(source=None, # dataset folder; wins over the params file's data.source
                    params=None, # params file whose `data` group gives source, skip_bad, resize_masks

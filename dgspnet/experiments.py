@@ -4,17 +4,17 @@
 
 # %% ../nbs/16_experiments.ipynb #44045c87
 from __future__ import annotations
-import argparse, json, subprocess, sys
+import argparse, copy, json, re, shlex, shutil, subprocess, sys, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
-from .config import ConfigError, apply_overrides, config_from_dict, parse_override
+from .config import ConfigError, UserError, config_from_dict
 
 # %% auto #0
-__all__ = ['DESCRIPTION', 'METRICS_FILE', 'METRIC_KEYS', 'TABLE2_DATASETS', 'load_presets', 'preset_descriptions', 'parse_set',
-           'merge_overrides', 'exp_command', 'StartError', 'check_preset', 'stage_outputs', 'check_start',
-           'run_restoring', 'ExpRun', 'parse_exp_show', 'ablation_tables', 'markdown_table', 'exp_show',
-           'run_ablation_report', 'exp_parser', 'exp_cli']
+__all__ = ['DESCRIPTION', 'METRICS_FILE', 'METRIC_KEYS', 'TABLE2_DATASETS', 'load_presets', 'preset_descriptions', 'dvc_reads',
+           'parse_set', 'merge_overrides', 'exp_command', 'StartError', 'check_preset', 'stage_outputs', 'check_start',
+           'run_restoring', 'dvc_check', 'workspace_busy', 'ExpRun', 'parse_exp_show', 'ablation_tables',
+           'markdown_table', 'exp_show', 'run_ablation_report', 'exp_parser', 'exp_cli']
 
 # %% ../nbs/16_experiments.ipynb #e67acbf5
 DESCRIPTION = "description"  # the one key of a preset that is not a `group.key` override (shown by --list)
@@ -41,34 +41,52 @@ def preset_descriptions(path="configs/experiments.yaml") -> dict:
     return {n: " ".join(str(ov[DESCRIPTION]).split()) for n, ov in _read_presets(path).items()}
 
 # %% ../nbs/16_experiments.ipynb #e2e2bc0d
-def _value(s:str):
-    "A `-S` value as DVC reads it: YAML, with exponent numbers like `1e-5` as floats."
-    v = yaml.safe_load(s)
-    if isinstance(v, str):
-        try: return float(v)
-        except ValueError: pass
-    return v
+def dvc_reads(arg:str):
+    "DVC's reading of one `-S` word (`dvc.utils.hydra.to_hydra_overrides`): a Hydra `Override`, None if it is none."
+    try: from dvc.utils.hydra import to_hydra_overrides
+    except ImportError: raise UserError("DVC is not installed here (pip install dvc): it runs experiments") from None
+    from hydra.errors import OverrideParseException
+    try: return to_hydra_overrides([arg])[0]
+    except OverrideParseException: return None
 
 def parse_set(s:str) -> tuple:
-    "`'train.lr=1e-5'` -> `('train.lr', 1e-05)`; `ConfigError` if it is not `group.key=value`."
-    keys, _ = parse_override(s)
-    if len(keys) < 2 or not all(keys): raise ConfigError(f"--set {s!r}: expected group.key=value, e.g. train.epochs=20")
-    return ".".join(keys), _value(s.split("=", 1)[1])
+    "`'train.lr=1e-5'` -> `('train.lr', 1e-05)`: the value DVC reads where that is one value, else the text as written."
+    key, eq, text = s.partition("=")
+    keys = key.strip().split(".")
+    if not eq or len(keys) < 2 or not all(keys):
+        raise ConfigError(f"--set {s!r}: expected group.key=value, e.g. train.epochs=20")
+    o = dvc_reads(f"{key.strip()}={text}")
+    if o is not None and not o.is_sweep_override(): return ".".join(keys), o.value()
+    if text.lstrip().startswith(("[", "{", "'", '"')):
+        raise ConfigError(f"--set {s!r}: a list, mapping or quoted value that DVC's grammar cannot read "
+                          "(check its brackets and quotes)")
+    return ".".join(keys), text
 
 def merge_overrides(*layers) -> dict:
     "One `key -> value` dict from layers of overrides (dicts or `(key, value)` pairs): a later key wins, each key once."
     out = {}
     for layer in layers:
         for k, v in (layer.items() if isinstance(layer, dict) else layer):
-            out.pop(k, None); out[k] = v  # moved to the end: the command lists keys in the order they were applied
+            out.pop(k, None)  # moved to the end: the command lists keys in the order they were applied
+            out[k] = v
     return out
 
 # %% ../nbs/16_experiments.ipynb #67ccedbc
+def _quote(s:str) -> str:
+    "`s` as a single-quoted Hydra string: backslashes before a quote or the end doubled, quotes escaped, `${` literal."
+    s = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), s)
+    return "'" + s.replace("${", "\\${") + "'"
+
 def _fmt(v) -> str:
-    "A value as `dvc exp run -S` (Hydra override syntax) reads it."
+    "`v` in the grammar of `dvc exp run -S` (Hydra's overrides): text quoted unless the bare word reads the same."
     if isinstance(v, bool): return "true" if v else "false"
-    if isinstance(v, (list, tuple)): return "[" + ",".join(_fmt(x) for x in v) + "]"
     if v is None: return "null"
+    if isinstance(v, (list, tuple)): return "[" + ",".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict): return "{" + ",".join(f"{k}:{_fmt(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, str):
+        o = dvc_reads(f"k={v}")
+        bare = v and "${" not in v and o is not None and not o.is_sweep_override() and o.value() == v
+        return v if bare else _quote(v)
     return str(v)
 
 def exp_command(name:str, # experiment name (`-n`): the preset's name
@@ -85,8 +103,14 @@ class StartError(ConfigError):
     "A preset that cannot start (bad key, no dataset, no CLIP weights); nothing has been written."
 
 def check_preset(overrides:dict, base:dict|None=None):
-    "The `Config` that applying `overrides` to params dict `base` gives; `ConfigError` if it is invalid."
-    return config_from_dict(apply_overrides(base or {}, [f"{k}={json.dumps(v)}" for k, v in overrides.items()]))
+    "The `Config` that setting `overrides` (values, not text) in params dict `base` gives; `ConfigError` if invalid."
+    d = copy.deepcopy(base or {})
+    for key, v in overrides.items():
+        *groups, last = key.split(".")
+        node = d
+        for g in groups: node = node.setdefault(g, {})
+        node[last] = v
+    return config_from_dict(d)
 
 def stage_outputs(dvc_yaml="dvc.yaml") -> set:
     "Paths the stages of `dvc_yaml` write (as written there)."
@@ -108,10 +132,13 @@ def check_start(name:str, # preset name (for the messages)
     out, root = dict(overrides), Path(root)
     src = cfg.data.source
     if src not in stage_outputs(root/"dvc.yaml"):
-        from dgspnet.data import DatasetError, resolve_layout
-        try: found = resolve_layout(root/src).root
+        from dgspnet.data import DatasetError, parse_splits, resolve_layout
+        try: found = resolve_layout(root/src, parse_splits(cfg.data.splits)).root
+        except ConfigError as e: raise fail(e) from None
         except DatasetError as e:
-            raise fail(f"data.source: {str(e).splitlines()[0]} (README, 'Datasets': put it under data/<NAME>)") from None
+            lists = f" with data.splits={cfg.data.splits}" if cfg.data.splits else ""
+            why = f"{str(e).splitlines()[0]}{lists} (README, 'Datasets': put it under data/<NAME>)"
+            raise fail(f"data.source: {why}") from None
         real = Path(found).relative_to(root).as_posix() if not Path(src).is_absolute() else str(found)
         if real != Path(src).as_posix():
             print(f"{name}: data.source {src} is the folder {real}; using {real}", file=sys.stderr)
@@ -139,6 +166,69 @@ def run_restoring(cmd:list, # the command (a `dvc exp run`)
         if not ok and before is not None and (not p.exists() or p.read_bytes() != before):
             p.write_bytes(before)
             print(f"{p}: restored to what it was before `{' '.join(cmd[:3])}` (it failed)", file=sys.stderr)
+
+# %% ../nbs/16_experiments.ipynb #1fe78dac
+def _lookup(d:dict, key:str):
+    "The value of `group.key` in nested dict `d`; KeyError when absent."
+    for k in key.split("."):
+        if not isinstance(d, dict) or k not in d: raise KeyError(key)
+        d = d[k]
+    return d
+
+def dvc_check(cmd:list, # a `dvc exp run` argv (`exp_command`)
+              overrides:dict, # what its `-S` words mean
+              params="params.yaml", # the file they apply to (only read)
+             ):
+    "DVC's own `apply_overrides` on a copy of `params`; `ConfigError` unless each key reads back as its value."
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides as dvc_apply
+    base = yaml.safe_load(Path(params).read_text()) or {}
+    words = [w for i, w in enumerate(cmd) if i and cmd[i - 1] == "-S"]
+    for w in words:
+        k = w.split("=", 1)[0]
+        try: _lookup(base, k)
+        except KeyError: raise ConfigError(f"{k}: not in {params}, so `dvc exp run -S` cannot set it "
+                                           f"(add it to {params} with its default)") from None
+        o = dvc_reads(w)
+        if o is None or o.is_sweep_override():
+            raise ConfigError(f"-S {w}: DVC would read {'a sweep' if o else 'no value'}")
+    with tempfile.TemporaryDirectory() as d:
+        copy = Path(d)/"params.yaml"
+        shutil.copyfile(params, copy)
+        try: dvc_apply(copy, words)
+        except InvalidArgumentError as e:
+            raise ConfigError(f"DVC refuses {' '.join(words)}: {str(e.__cause__ or e).splitlines()[0]}") from None
+        back = yaml.safe_load(copy.read_text())
+    for w in words:
+        k = w.split("=", 1)[0]
+        got, want = _lookup(back, k), overrides[k]
+        if got != want or isinstance(got, bool) != isinstance(want, bool):  # True == 1 in Python, not in params
+            raise ConfigError(f"{k}={want!r}: DVC would write it into {params} so that it reads back as {got!r} "
+                              f"(-S {w})")
+
+# %% ../nbs/16_experiments.ipynb #da5a1554
+def _json(path:Path) -> dict:
+    "A JSON file DVC keeps in `.dvc/tmp` as a dict; {} while it is absent or half written."
+    try: return json.loads(path.read_text()) or {}
+    except (OSError, ValueError): return {}
+
+def workspace_busy(root=".") -> str|None:
+    "What holds the DVC workspace at `root` (a live DVC process, as DVC marks it), or None when it is free."
+    import psutil, zc.lockfile
+    tmp = Path(root)/".dvc"/"tmp"
+    if (tmp/"lock").is_file():
+        try: zc.lockfile.LockFile(str(tmp/"lock")).close()
+        except zc.lockfile.LockError:  # its holder wrote its pid into it
+            return f"pid {(tmp/'lock').read_text().strip()} holds the repository lock {tmp/'lock'}"
+    run = tmp/"exps"/"run"/"workspace"/"workspace.json"
+    info = _json(run)
+    if info.get("returncode") is None and psutil.pid_exists(info.get("pid") or 0):
+        return f"pid {info['pid']} runs an experiment in this workspace ({run})"
+    rw = _json(tmp/"rwlock")
+    users = list((rw.get("write") or {}).values()) + [i for v in (rw.get("read") or {}).values() for i in v]
+    for u in users:
+        if psutil.pid_exists(u.get("pid") or 0): return f"pid {u['pid']} runs a stage: {u.get('cmd')} ({tmp/'rwlock'})"
+    return None
 
 # %% ../nbs/16_experiments.ipynb #6a65e19b
 METRICS_FILE = "results/evaluate/metrics.json"  # the evaluate stage's metrics (dvc.yaml)
@@ -286,32 +376,48 @@ def exp_parser() -> argparse.ArgumentParser:
     flag("table", action="store_true", help="run the ablation report (Tables 2 and 3 beside the paper) and print its tables")
     flag("paper_tables", default="../shared/reference/paper_tables.yaml", help="the paper's numbers (for --table)")
     flag("out", default="results/ablations", help="where --table writes its report")
+    flag("debug", action="store_true", help="show the traceback of an error instead of its one line")
     return p
 
 # %% ../nbs/16_experiments.ipynb #dd216acb
+def _run_presets(a):
+    "Check every preset named in the parsed arguments `a`, then run, queue or print each; `UserError` if one cannot."
+    known = load_presets(a.file)
+    unknown = [p for p in a.presets if p not in known]
+    if unknown: raise UserError(f"unknown preset(s) {unknown} in {a.file}; dgspnet_exp --list shows them")
+    if not Path(a.params).is_file():
+        raise UserError(f"{a.params}: not found (run in the repository root, or pass --params)")
+    try: base = yaml.safe_load(Path(a.params).read_text()) or {}
+    except yaml.YAMLError as e: raise ConfigError(f"{a.params}: not valid YAML ({str(e).splitlines()[0]})") from None
+    sets, root, cmds = [parse_set(s) for s in a.set], Path(a.params).parent, []
+    for name in a.presets:
+        ov = check_start(name, merge_overrides(known[name], sets), base, a.file, root)
+        cmds.append(exp_command(name, ov, a.queue))
+        try: dvc_check(cmds[-1], ov, a.params)
+        except ConfigError as e: raise StartError(f"{a.file}: preset {name!r}: {e}") from None
+    for cmd in cmds:
+        who = None if a.queue else workspace_busy(root)
+        if who: raise UserError(f"the DVC workspace {root.resolve()} is busy ({who}): add --queue to queue the "
+                                "experiment (then `dvc queue start`), or wait until that run ends")
+        print(shlex.join(cmd), flush=True)
+        if not a.dry_run:
+            rc = run_restoring(cmd, a.params)
+            if rc: sys.exit(rc)
+
 def exp_cli(argv:list|None=None, # command-line words (default: sys.argv[1:])
            ):
     "Run (or queue) DVC experiments for named presets; `--list` names them, `--table` tabulates the runs."
     a = exp_parser().parse_args(argv)
     try:
         if a.list:
-            descr = preset_descriptions(a.file); w = max(map(len, descr))
-            print("\n".join(f"{n:<{w}}  {d}" for n, d in descr.items())); return
-        if a.table:
-            print(run_ablation_report(a.out, a.paper_tables).read_text()); return
-        if not a.presets: sys.exit("dgspnet_exp: name at least one preset (dgspnet_exp --list shows them), or --list / --table")
-        known = load_presets(a.file)
-        unknown = [p for p in a.presets if p not in known]
-        if unknown: sys.exit(f"dgspnet_exp: unknown preset(s) {unknown} in {a.file}; dgspnet_exp --list shows them")
-        if not Path(a.params).is_file(): sys.exit(f"dgspnet_exp: {a.params}: not found (run in the repository root, or pass --params)")
-        base = yaml.safe_load(Path(a.params).read_text()) or {}
-        sets = [parse_set(s) for s in a.set]
-        root = Path(a.params).parent
-        plans = [(n, check_start(n, merge_overrides(known[n], sets), base, a.file, root)) for n in a.presets]
-    except ConfigError as e: sys.exit(f"dgspnet_exp: {e}")
-    for name, ov in plans:
-        cmd = exp_command(name, ov, a.queue)
-        print(" ".join(cmd), flush=True)
-        if not a.dry_run:
-            rc = run_restoring(cmd, a.params)
-            if rc: sys.exit(rc)
+            descr = preset_descriptions(a.file)
+            w = max(map(len, descr))
+            print("\n".join(f"{n:<{w}}  {d}" for n, d in descr.items()))
+        elif a.table: print(run_ablation_report(a.out, a.paper_tables).read_text())
+        elif not a.presets:
+            raise UserError("name at least one preset (dgspnet_exp --list shows them), or --list / --table")
+        else: _run_presets(a)
+    except UserError as e:
+        if a.debug: raise
+        print("dgspnet_exp: " + " ".join(str(e).split("\n")), file=sys.stderr)
+        sys.exit(2)

@@ -41,7 +41,8 @@ def _snapshot(root):
 
 
 def _cfg(source, skip_bad=False, resize_masks=False):
-    return SimpleNamespace(data=SimpleNamespace(source=str(source), skip_bad=skip_bad, resize_masks=resize_masks))
+    return SimpleNamespace(data=SimpleNamespace(source=str(source), skip_bad=skip_bad, resize_masks=resize_masks,
+                                                splits=None))
 
 
 # 1. split entries resolve inside the dataset folder

@@ -1,12 +1,15 @@
-"""`dgspnet_exp` leaves no trap: a refused start and a failed `dvc exp run` leave params.yaml byte-identical; the
-ablation table parses real `dvc exp show --json` output (DVC 3.67.1) and renders through its papermill report."""
-import json, os, shutil, subprocess, sys
+"""`dgspnet_exp` leaves no trap: a refused start and a failed `dvc exp run` leave params.yaml byte-identical; values
+reach DVC as written (one value each, shell-quoted when printed); no run starts while another holds the workspace;
+every key the README names is one `dvc exp run -S` accepts. The ablation table parses real `dvc exp show --json`
+output (DVC 3.67.1) and renders through its papermill report."""
+import json, os, re, shlex, shutil, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from dgspnet.experiments import ablation_tables, exp_cli, exp_parser, load_presets, parse_exp_show, run_ablation_report
+from dgspnet.experiments import (ablation_tables, dvc_reads, exp_cli, exp_parser, load_presets, parse_exp_show,
+                                 run_ablation_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "exp_show_dvc3.67.1.json"
@@ -90,6 +93,94 @@ def test_queue_leaves_params(repo):
     q = subprocess.run(["dvc", "queue", "status"], cwd=repo, capture_output=True, text=True).stdout
     assert "boom" in q and "Queued" in q
     subprocess.run(["dvc", "queue", "remove", "--all"], cwd=repo, capture_output=True)
+
+
+ODD = ["data/a,b", "data/NUAA été", "data/x; touch pwned", "data/$(touch pwned)"]  # a sweep / a parse error for DVC
+
+
+@pytest.mark.parametrize("value", ODD)
+def test_dry_run_prints_the_argv_it_runs(repo, capsys, monkeypatch, value):
+    "The --dry-run line, split as a shell splits it, is the argv dgspnet_exp runs; DVC reads the value as one string."
+    tiny_dataset(repo / value)
+    exp_cli(["cpu-nudt-sirst", "--dry-run", "--set", f"data.source={value}"])
+    printed = capsys.readouterr().out.strip()
+    ran = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: ran.append(cmd) or 0)
+    exp_cli(["cpu-nudt-sirst", "--set", f"data.source={value}"])
+    assert shlex.split(printed) == ran[0] and len(printed.splitlines()) == 1
+    o = dvc_reads(next(w for w in ran[0] if w.startswith("data.source=")))
+    assert not o.is_sweep_override() and o.value() == value
+    assert not (repo / "pwned").exists()
+
+
+@pytest.mark.parametrize("value", ODD[:2])
+def test_queue_one_experiment_per_value(repo, value):
+    "A comma is part of the value: one queued experiment, whose params hold the value as written."
+    git_dvc_repo(repo, f'{sys.executable} -c "raise SystemExit(3)"')
+    tiny_dataset(repo / value)
+    exp_cli(["boom", "--queue", "--set", f"data.source={value}"])
+    show = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, capture_output=True, text=True).stdout)
+    queued = [r for r in parse_exp_show(show) if r.status == "queued"]
+    subprocess.run(["dvc", "queue", "remove", "--all"], cwd=repo, capture_output=True)
+    assert [(r.name, r.param("data.source")) for r in queued] == [("boom", value)]
+
+
+def test_busy_workspace_refused_queue_allowed(repo, capsys):
+    "While a real `dvc exp run` holds the workspace, a run is refused in one line (params.yaml untouched); --queue works."
+    git_dvc_repo(repo, f'{sys.executable} -c "import time; time.sleep(120)"')
+    first = subprocess.Popen(["dvc", "exp", "run", "-S", "train.epochs=2"], cwd=repo, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        marker = repo / ".dvc" / "tmp" / "exps" / "run" / "workspace" / "workspace.json"
+        for _ in range(600):                                            # DVC marks its workspace run
+            if marker.exists(): break
+            time.sleep(0.1)
+        assert marker.exists(), "the first dvc exp run did not start"
+        written = (repo / "params.yaml").read_bytes()
+        assert b"epochs: 2" in written                                  # the first run's value
+        with pytest.raises(SystemExit) as e: exp_cli(["boom"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "is busy" in err and "--queue" in err and str(first.pid) in err, err
+        assert (repo / "params.yaml").read_bytes() == written
+        exp_cli(["boom", "--queue"])
+        q = subprocess.run(["dvc", "queue", "status"], cwd=repo, capture_output=True, text=True).stdout
+        assert "boom" in q and "Queued" in q
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        first.wait(60)
+        subprocess.run(["dvc", "queue", "remove", "--all"], cwd=repo, capture_output=True)
+
+
+def test_one_line_errors_exit_2_and_debug(repo, capsys):
+    with pytest.raises(SystemExit) as e: exp_cli(["no-such-preset"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("dgspnet_exp: unknown preset(s) ['no-such-preset']") and err.count("\n") == 1
+    from dgspnet.config import UserError
+    with pytest.raises(UserError): exp_cli(["no-such-preset", "--debug"])
+
+
+def test_without_dvc_one_line(repo, capsys, monkeypatch):
+    tiny_dataset(repo / "data" / "NUDT-SIRST")
+    monkeypatch.setitem(sys.modules, "dvc.utils.hydra", None)                # as if DVC were not installed
+    with pytest.raises(SystemExit) as e: exp_cli(["cpu-nudt-sirst", "--dry-run"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("dgspnet_exp: DVC is not installed") and err.count("\n") == 1, err
+
+
+def test_every_readme_key_is_a_dvc_param(tmp_path):
+    "`dvc exp run --dry -S key=value` accepts every key the README names (its params.yaml value; --dry runs nothing)."
+    from test_pipeline import copy_repo
+    from test_presets import readme_keys
+    from dgspnet.experiments import _fmt, _lookup
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    repo = copy_repo(tmp_path / "repo", params)
+    keys = readme_keys()
+    assert {"pretrain.steps_per_epoch", "train.steps_per_epoch", "data.source", "train.epochs"} <= set(keys)
+    words = [w for k in keys for w in ("-S", f"{k}={_fmt(_lookup(params, k))}")]
+    r = subprocess.run([str(BIN / "dvc"), "exp", "run", "--dry", "synthetic", *words], cwd=repo, capture_output=True,
+                       text=True, env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"), timeout=300)
+    assert r.returncode == 0, (words, r.stdout[-2000:], r.stderr[-2000:])
 
 
 def runs_on(dataset):

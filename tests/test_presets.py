@@ -1,4 +1,5 @@
-"""The paper presets carry exactly the paper's settings (../shared/reference/paper_tables.yaml, transcribed from the PDF)."""
+"""The paper presets carry exactly the paper's settings (../shared/reference/paper_tables.yaml, transcribed from the PDF);
+every key a preset sets or the README names is in params.yaml (`dvc exp run -S` only changes keys the file has)."""
 import re
 from pathlib import Path
 
@@ -12,6 +13,33 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLES = ROOT.parent / "shared" / "reference" / "paper_tables.yaml"
 PRESETS = load_presets(ROOT / "configs" / "experiments.yaml")
 PAPER = [n for n in PRESETS if n.startswith("paper-")]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def readme_keys() -> list:
+    "Every `group.key` (or `group.sub.key`) the README names; a name whose last part is a file extension is a file."
+    text = (ROOT / "README.md").read_text()
+    names = re.findall(r"(?<![\w/.-])((?:base|data|model|pretrain|train|evaluate)(?:\.[a-z_0-9]+)+)", text)
+    files = {"dvc", "txt", "pt", "ipynb", "yaml", "json", "csv", "md", "png", "py", "lock"}
+    return sorted({n for n in names if n.rsplit(".", 1)[1] not in files})
+
+
+def in_params(key) -> bool:
+    node = PARAMS
+    for k in key.split("."):
+        if not isinstance(node, dict) or k not in node: return False
+        node = node[k]
+    return True
+
+
+def test_readme_keys_are_in_params():
+    keys = readme_keys()
+    assert {"data.source", "train.steps_per_epoch", "pretrain.steps_per_epoch", "base.max_minutes"} <= set(keys), keys
+    assert [k for k in keys if not in_params(k)] == []
+
+
+def test_preset_keys_are_in_params():
+    assert [(n, k) for n, ov in PRESETS.items() for k in ov if not in_params(k)] == []
 
 
 @pytest.fixture(scope="module")
