@@ -4,15 +4,15 @@
 
 # %% ../nbs/00_config.ipynb #c9dee31c
 from __future__ import annotations
-import copy, hashlib, json
+import copy, hashlib, json, re
 from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 import yaml
 
 # %% auto #0
 __all__ = ['EXECUTION_ONLY', 'RANDOM_TEXT_WARNING', 'UserError', 'ConfigError', 'BaseCfg', 'SyntheticCfg', 'DataCfg', 'ModelCfg',
-           'PretrainCfg', 'TrainCfg', 'EvaluateCfg', 'Config', 'parse_override', 'apply_overrides', 'load_params',
-           'config_from_dict', 'fingerprint', 'log_prefix']
+           'PretrainCfg', 'TrainCfg', 'EvaluateCfg', 'Config', 'read_yaml', 'parse_override', 'apply_overrides',
+           'load_params', 'config_from_dict', 'fingerprint', 'log_prefix']
 
 # %% ../nbs/00_config.ipynb #561eb869
 class UserError(Exception):
@@ -154,12 +154,22 @@ def _build(cls, d:dict, where:str):
         kw[k] = v
     return cls(**kw)
 
+# %% ../nbs/00_config.ipynb #7c3e9a11
+class _ParamsLoader(yaml.SafeLoader):
+    "PyYAML's safe loader, plus YAML 1.2's floats without a dot (`1e-05`, `2E+3`), as DVC writes them."
+_ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                    list("-+0123456789."))
+
+def read_yaml(text:str):
+    "Parse YAML text as the pipeline reads params (`_ParamsLoader`)."
+    return yaml.load(text, Loader=_ParamsLoader)
+
 # %% ../nbs/00_config.ipynb #2d6bc36d
 def parse_override(s:str) -> tuple:
     "`'train.epochs=3'` -> `(['train','epochs'], 3)` (value parsed as YAML, like `dvc exp run -S`)."
     if "=" not in s: raise ConfigError(f"override {s!r} is not of the form group.key=value")
     k, v = s.split("=", 1)
-    return k.strip().split("."), yaml.safe_load(v)
+    return k.strip().split("."), read_yaml(v)
 
 def apply_overrides(d:dict, overrides=()) -> dict:
     "Copy of nested dict `d` with `group.key=value` overrides applied."
@@ -185,7 +195,7 @@ def load_params(path="params.yaml", # params file (DVC layout); missing groups t
     if not p.is_file():
         raise ConfigError(f"{p}: params file not found{' (it is a folder)' if p.is_dir() else ''}; "
                           "pass --params FILE, or run in the repository root")
-    try: d = yaml.safe_load(p.read_text())
+    try: d = read_yaml(p.read_text())
     except UnicodeDecodeError as e: raise ConfigError(f"{p}: not a text file, so not a params file") from e
     except yaml.YAMLError as e:
         why = " ".join(str(getattr(e, "problem", None) or e).split())

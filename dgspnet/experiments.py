@@ -8,7 +8,7 @@ import argparse, copy, json, re, shlex, shutil, subprocess, sys, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
-from .config import ConfigError, UserError, config_from_dict
+from .config import ConfigError, UserError, config_from_dict, read_yaml
 
 # %% auto #0
 __all__ = ['DESCRIPTION', 'METRICS_FILE', 'METRIC_KEYS', 'TABLE2_DATASETS', 'load_presets', 'preset_descriptions', 'dvc_reads',
@@ -182,7 +182,7 @@ def dvc_check(cmd:list, # a `dvc exp run` argv (`exp_command`)
     "DVC's own `apply_overrides` on a copy of `params`; `ConfigError` unless each key reads back as its value."
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.hydra import apply_overrides as dvc_apply
-    base = yaml.safe_load(Path(params).read_text()) or {}
+    base = read_yaml(Path(params).read_text()) or {}
     words = [w for i, w in enumerate(cmd) if i and cmd[i - 1] == "-S"]
     for w in words:
         k = w.split("=", 1)[0]
@@ -198,7 +198,7 @@ def dvc_check(cmd:list, # a `dvc exp run` argv (`exp_command`)
         try: dvc_apply(copy, words)
         except InvalidArgumentError as e:
             raise ConfigError(f"DVC refuses {' '.join(words)}: {str(e.__cause__ or e).splitlines()[0]}") from None
-        back = yaml.safe_load(copy.read_text())
+        back = read_yaml(copy.read_text())
     for w in words:
         k = w.split("=", 1)[0]
         got, want = _lookup(back, k), overrides[k]
@@ -387,7 +387,7 @@ def _run_presets(a):
     if unknown: raise UserError(f"unknown preset(s) {unknown} in {a.file}; dgspnet_exp --list shows them")
     if not Path(a.params).is_file():
         raise UserError(f"{a.params}: not found (run in the repository root, or pass --params)")
-    try: base = yaml.safe_load(Path(a.params).read_text()) or {}
+    try: base = read_yaml(Path(a.params).read_text()) or {}
     except yaml.YAMLError as e: raise ConfigError(f"{a.params}: not valid YAML ({str(e).splitlines()[0]})") from None
     sets, root, cmds = [parse_set(s) for s in a.set], Path(a.params).parent, []
     for name in a.presets:
