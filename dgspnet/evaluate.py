@@ -319,7 +319,8 @@ def evaluate(checkpoint, # model.pt from the train stage
                zip(curve["threshold"], (pct["Pd_pct"] * v for v in curve["Pd"]), (pct["Fa_1e-6"] * v for v in curve["Fa"])))
     _write_csv(out/"per_image.csv", ["name", "IoU_pct"], ((r["name"], 100 * r["iou"]) for r in records))
     title = f"Pd-Fa, {dataset} test ({len(records)} images)"
-    save_png(plot_pd_fa(curve, dataset, "random text tower" if trained.text_tower_random else "this model", title), out/"pdfa.png", 100)
+    label = "random text tower" if trained.text_tower_random else "this model"
+    save_png(plot_pd_fa(curve, dataset, label, title), out/"pdfa.png", 100)
     save_png(plot_gallery(records, ev.threshold, ev.gallery), out/"gallery.png", 90)
     with_targets = [i for i, r in enumerate(records) if r["gt"].any()][:ev.attention_images]
     save_png(plot_attention(net, ds, with_targets, device)[0], out/"attention.png", 90)
