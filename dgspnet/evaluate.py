@@ -16,7 +16,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from skimage.measure import label, regionprops
 from .runtime import pick_device, set_threads
 from .config import EvaluateCfg, load_params, RANDOM_TEXT_WARNING
-from .data import IRSTDDataset, load_manifest
+from .data import IRSTDDataset
 from .metrics import SegmentationMetrics, pd_fa_curve, plot_pd_fa_curve
 from .model import pad_to_multiple
 from .checkpoint import load_trained
