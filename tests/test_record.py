@@ -16,7 +16,7 @@ DVC = str(BIN / "dvc")
 
 
 def porcelain(repo) -> list[str]:
-    return run(["git", "status", "--porcelain"], repo).stdout.splitlines()
+    return run(["git", "status", "--porcelain", "--untracked-files=all"], repo).stdout.splitlines()
 
 
 def test_fresh_clone_repro_is_the_committed_record(tmp_path):
@@ -71,3 +71,18 @@ def test_linked_dataset(tmp_path):
     next((target / "images").iterdir()).write_bytes(b"changed")
     st = run([DVC, "status", "prepare"], repo).stdout
     assert "modified:" in st and "data/NUAA-SIRST" in st, st
+
+
+def test_copied_dataset_is_tracked_alone(tmp_path):
+    "`dvc add data/<NAME>` on a copy: its .dvc file is for git, DVC sees it, and checkout keeps the data."
+    from dgspnet.synthetic import make_synthetic_dataset
+    repo = copy_repo(tmp_path / "repo", TINY)
+    make_synthetic_dataset(repo / "data" / "NUAA-SIRST", n_train=2, n_test=1, size=32, seed=0)
+    assert porcelain(repo) == []  # the copy is not for git
+    run([DVC, "add", "data/NUAA-SIRST"], repo)
+    assert porcelain(repo) == ["?? data/NUAA-SIRST.dvc"], porcelain(repo)
+    assert "data/NUAA-SIRST" not in run([DVC, "status"], repo).stdout
+    # a .dvc file that DVC takes for git-ignored is not collected, and checkout then deletes its data
+    out = run([DVC, "checkout"], repo, check=False)  # (the pipeline's outputs are not in this copy's cache)
+    assert "data/NUAA-SIRST" not in out.stdout + out.stderr, out.stdout + out.stderr
+    assert any((repo / "data" / "NUAA-SIRST" / "images").iterdir())
