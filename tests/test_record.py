@@ -45,6 +45,7 @@ def test_linked_dataset(tmp_path):
     target = Path(make_synthetic_dataset(tmp_path / "big" / "open-nuaa", n_train=s["n_train"], n_test=s["n_test"],
                                          size=s["size"], seed=s["seed"]))
     repo = copy_repo(tmp_path / "repo", params(data={"source": "data/NUAA-SIRST"}))
+    (repo / "data").mkdir(exist_ok=True)
     (repo / "data" / "NUAA-SIRST").symlink_to(target, target_is_directory=True)
     assert porcelain(repo) == []  # the link is not for git (data/.gitignore)
     run([DVC, "exp", "run"], repo, timeout=600)
