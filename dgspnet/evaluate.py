@@ -5,7 +5,7 @@
 # %% ../nbs/14_evaluate.ipynb #5c8ebaca
 from __future__ import annotations
 import dgspnet.runtime  # first: sets OMP_WAIT_POLICY before torch loads
-import csv, io, json, math, sys, time
+import csv, io, json, math, os, sys, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from skimage.measure import label, regionprops
 from .runtime import pick_device, set_threads
 from .config import EvaluateCfg, load_params, RANDOM_TEXT_WARNING
-from .data import IRSTDDataset, load_manifest
+from .data import IRSTDDataset
 from .metrics import SegmentationMetrics, pd_fa_curve, plot_pd_fa_curve
 from .model import pad_to_multiple
 from .checkpoint import load_trained
@@ -24,9 +24,10 @@ from .inference import overlay, predict_split, scenes_of
 from .tokens import plot_token_words, token_words
 
 # %% auto #0
-__all__ = ['PAPER_UNITS', 'PAPER_TABLE1', 'in_paper_units', 'paper_row', 'new_figure', 'figure_png', 'log_fa_axis', 'plot_pd_fa',
-           'zoom_box', 'overlay_legend', 'plot_gallery', 'crop_to_image', 'plot_attention', 'read_tsv',
-           'plot_training_curves', 'target_free_summary', 'evaluate', 'write_token_words']
+__all__ = ['PAPER_UNITS', 'PAPER_TABLE1', 'PNG_METADATA', 'RUN_TIMES', 'in_paper_units', 'paper_row', 'dataset_name',
+           'new_figure', 'figure_png', 'save_png', 'log_fa_axis', 'plot_pd_fa', 'zoom_box', 'overlay_legend',
+           'plot_gallery', 'crop_to_image', 'plot_attention', 'read_tsv', 'plot_training_curves', 'target_free_summary',
+           'evaluate', 'write_token_words', 'strip_run_metadata', 'render_report']
 
 # %% ../nbs/14_evaluate.ipynb #39c8538c
 PAPER_UNITS = {  # dgspnet.metrics name -> (name with the paper's unit, factor from the metrics module's unit)
@@ -49,16 +50,31 @@ def paper_row(dataset:str, # dataset folder name, e.g. "NUAA-SIRST"
     "The paper's Table 1 numbers for `dataset`, or None when the paper does not report it."
     return PAPER_TABLE1.get(str(dataset).upper())
 
+# %% ../nbs/14_evaluate.ipynb #b70830e7
+def dataset_name(manifest, # manifest.json path, or its dict (a relative root in a dict is taken from the cwd)
+                ) -> str:
+    "The dataset's folder name as `data.source` wrote it: a linked dataset is named by the link, not by its target."
+    if isinstance(manifest, dict): base, root = os.getcwd(), manifest["root"]
+    else: base, root = os.path.dirname(os.path.abspath(manifest)), json.loads(Path(manifest).read_text())["root"]
+    return Path(os.path.normpath(os.path.join(base, root))).name
+
 # %% ../nbs/14_evaluate.ipynb #5a900c6d
+PNG_METADATA = {"Software": None}  # no matplotlib version in the file
+
 def new_figure(w:float, h:float) -> Figure:
     "A `Figure` of w x h inches on its own Agg canvas (no pyplot, no backend switch)."
     fig = Figure(figsize=(w, h)); FigureCanvasAgg(fig)
     return fig
 
 def figure_png(fig:Figure, dpi:int=100) -> bytes:
-    "The figure as PNG bytes."
-    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    "The figure as PNG bytes, without metadata."
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata=PNG_METADATA)
     return buf.getvalue()
+
+def save_png(fig:Figure, path, dpi:int):
+    "Write the figure to `path` as a PNG without metadata."
+    fig.savefig(path, format="png", dpi=dpi, metadata=PNG_METADATA)
 
 # %% ../nbs/14_evaluate.ipynb #4e2e38cf
 def _tick(v, _=None) -> str:
@@ -286,7 +302,7 @@ def evaluate(checkpoint, # model.pt from the train stage
         records.append(dict(name=item["name"], image=item["image"][0, :h, :w].numpy(), gt=gt, prob=prob,
                             iou=met.image_iou[-1], threshold=ev.threshold))
         if progress: _progress(len(records), len(ds), t0)
-    dataset = Path(load_manifest(manifest)["root"]).name
+    dataset = dataset_name(manifest)
     metrics = dict(**{k: round(v, 2) for k, v in in_paper_units(met.compute()).items()},  # the paper's precision
                    n_trainable=int(trained.param_counts["trainable"]),
                    text_tower_random=trained.text_tower_random, dataset=dataset)
@@ -303,10 +319,11 @@ def evaluate(checkpoint, # model.pt from the train stage
                zip(curve["threshold"], (pct["Pd_pct"] * v for v in curve["Pd"]), (pct["Fa_1e-6"] * v for v in curve["Fa"])))
     _write_csv(out/"per_image.csv", ["name", "IoU_pct"], ((r["name"], 100 * r["iou"]) for r in records))
     title = f"Pd-Fa, {dataset} test ({len(records)} images)"
-    plot_pd_fa(curve, dataset, "random text tower" if trained.text_tower_random else "this model", title).savefig(out/"pdfa.png", dpi=100)
-    plot_gallery(records, ev.threshold, ev.gallery).savefig(out/"gallery.png", dpi=90)
+    label = "random text tower" if trained.text_tower_random else "this model"
+    save_png(plot_pd_fa(curve, dataset, label, title), out/"pdfa.png", 100)
+    save_png(plot_gallery(records, ev.threshold, ev.gallery), out/"gallery.png", 90)
     with_targets = [i for i, r in enumerate(records) if r["gt"].any()][:ev.attention_images]
-    plot_attention(net, ds, with_targets, device)[0].savefig(out/"attention.png", dpi=90)
+    save_png(plot_attention(net, ds, with_targets, device)[0], out/"attention.png", 90)
     write_token_words(trained, manifest, out)
     return metrics
 
@@ -316,9 +333,31 @@ def write_token_words(trained, manifest, out:Path, k:int=5):
         msg = "No fine tokens in this model (model.n_fine_tokens: 0, or no language branch): nothing to name."
         (out/"tokens.md").write_text(msg + "\n")
         fig = Figure(figsize=(6, 0.6)); fig.text(0.5, 0.5, msg, ha="center", va="center", fontsize=8)
-        fig.savefig(out/"tokens.png", dpi=90)
+        save_png(fig, out/"tokens.png", 90)
         return
     tw = token_words(trained, manifest, k=k)
     tables = [tw.overall.to_markdown()] + ([tw.per_scene.to_markdown()] if tw.per_scene is not None else [])
     (out/"tokens.md").write_text(tw.note + "\n\n" + "\n\n".join(tables) + "\n")
-    plot_token_words(tw).savefig(out/"tokens.png", dpi=90)
+    save_png(plot_token_words(tw), out/"tokens.png", 90)
+
+# %% ../nbs/14_evaluate.ipynb #06fa3b7d
+RUN_TIMES = ("start_time", "end_time", "duration")  # papermill's per-notebook and per-cell timing keys
+
+def strip_run_metadata(nb:dict) -> dict:
+    "`nb` (an executed notebook, changed in place) without the times, durations and random ids of its execution."
+    for k in RUN_TIMES: nb["metadata"].get("papermill", {}).pop(k, None)
+    for c in nb["cells"]:
+        c["metadata"].pop("execution", None)
+        for k in RUN_TIMES: c["metadata"].get("papermill", {}).pop(k, None)
+        if "injected-parameters" in c["metadata"].get("tags", []): c["id"] = "injected-parameters"
+    return nb
+
+# %% ../nbs/14_evaluate.ipynb #293857f3
+def render_report(template, # the report notebook, e.g. nbs/reports/evaluate.ipynb
+                  report, # where the executed notebook goes
+                  **parameters, # papermill parameters of the template
+                 ):
+    "Execute `template` with papermill into `report`, without run metadata: the same inputs give the same bytes."
+    import nbformat, papermill  # the report kernel imports this module: keep its import light
+    nb = papermill.execute_notebook(str(template), str(report), parameters=parameters, progress_bar=False)
+    nbformat.write(strip_run_metadata(nb), str(report))
