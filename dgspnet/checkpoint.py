@@ -56,7 +56,7 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: mkstemp's files are private (0600); a saved file gets the permissions open() gives
 
 def save_atomic(obj, path):
-    "torch.save to `path` via a uniquely named temporary file + os.replace; full or read-only folder: `FolderNotWritable`."
+    "torch.save to `path` via a uniquely named temporary file + os.replace (`FolderNotWritable` if full or read-only)."
     path, tmp = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,13 +83,15 @@ class CheckpointError(UserError, ValueError):
 def load_file(path, what="checkpoint") -> dict:
     "The dict in `path`, loaded with weights_only=True (never runs code); a `CheckpointError` naming it if it cannot."
     path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"{path}: no such {what} file" + (" (it is a folder)" if path.is_dir() else ""))
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such {what} file" + (" (it is a folder)" if path.is_dir() else ""))
     try: ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         if isinstance(e, pickle.UnpicklingError) and zipfile.is_zipfile(path):  # torch's format, content refused
             raise CheckpointError(f"{path}: refused: it holds Python objects other than tensors and plain values, "
                                   "and loading them could run code; use a file written by dgspnet") from e
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a truncated or corrupt one ({type(e).__name__})") from e
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a truncated or corrupt one "
+                              f"({type(e).__name__})") from e
     if not isinstance(ck, dict): raise CheckpointError(f"{path}: not a dgspnet {what} (it holds a {type(ck).__name__})")
     return ck
 

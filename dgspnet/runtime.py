@@ -103,7 +103,8 @@ class OutputLock:
     "Context manager: the exclusive lock of output folder `out_dir` (`<out_dir>.lock` beside it) and its holder file."
     def __init__(self, out_dir):
         out = Path(out_dir).absolute()
-        self.out, self.path, self.holder = out, out.with_name(out.name + ".lock"), out.with_name(out.name + ".lock.json")
+        self.out, self.path = out, out.with_name(out.name + ".lock")
+        self.holder = out.with_name(out.name + ".lock.json")
         self._lock = FileLock(self.path)
     def _other(self) -> str:
         try: h = json.loads(self.holder.read_text())

@@ -148,7 +148,8 @@ def resumable(ckpt_path, fp:dict, cfg:Config, log, main:bool=True) -> dict|None:
     return None
 
 # %% ../nbs/13_train.ipynb #dabef0a7
-def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, ckpt_path, live_dir, fp:dict, log) -> int:
+def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, ckpt_path, live_dir, fp:dict,
+             log) -> int:
     "Train `stage` for its epochs, resuming from `ckpt_path` when it matches fingerprint `fp`; returns epochs run."
     start, skip, partial = 0, 0, ({}, 0)
     amp = autocast_dtype(cfg.base.precision, device)
@@ -243,7 +244,7 @@ def _pretrain_step(loss_fn):
 
 @contextmanager
 def _stage(cfg:Config, out_dir, stage:str):
-    "A stage's run: torchrun group, the output folder's lock (main process), seeds, threads, logger, random-text warning."
+    "A stage's run: torchrun group, the output folder's lock (main process), seeds, threads, logger, warnings."
     info, device = init_distributed(cfg.base.device)
     with OutputLock(out_dir) if info.main else nullcontext():
         set_threads(cfg.base.threads)
@@ -291,7 +292,8 @@ def train_model(cfg:Config, pretrained=None, log=None) -> DGSPNet:
     if pretrained is not None:
         ck = load_file(pretrained, "pretrained encoder")
         if "state" not in ck:
-            raise CheckpointError(f"{pretrained}: not a pretraining checkpoint (no 'state'); use outputs/pretrain/encoder.pt")
+            raise CheckpointError(f"{pretrained}: not a pretraining checkpoint (no 'state'); "
+                                  "use outputs/pretrain/encoder.pt")
         net.load_pretrained(ck["state"])
         if log: log.info(f"train: loaded pretrained encoder + inversion weights from {pretrained}")
     elif log: log.info("train: train.pretrained is false: starting from random encoder and inversion weights")
