@@ -135,7 +135,7 @@ def resumable(ckpt_path, fp:dict, cfg:Config, log, main:bool=True) -> dict|None:
     differ = [k for k in FINGERPRINT_PARTS if old.get(k) != fp[k]]
     if not differ: return ck
     if differ == ["code"] and cfg.base.resume_across_code:
-        log.warning(f"resuming {path} although other code wrote it (code {old['code']}, now {fp['code']}): "
+        log.warning(f"WARNING: resuming {path} although other code wrote it (code {old['code']}, now {fp['code']}): "
                     "base.resume_across_code is true")
         return ck
     if not main: return None
@@ -143,7 +143,7 @@ def resumable(ckpt_path, fp:dict, cfg:Config, log, main:bool=True) -> dict|None:
     os.replace(path, kept)
     why = (f"; to resume it across a code change you know to be harmless, set base.resume_across_code: true and "
            f"rename it back to {path.name}") if differ == ["code"] else ""
-    log.warning(f"not resuming {path}: it was written with other {' and '.join(differ)}; set aside as {kept} "
+    log.warning(f"WARNING: not resuming {path}: it was written with other {' and '.join(differ)}; set aside as {kept} "
                 f"(kept until you delete it){why}; starting from epoch 1")
     return None
 
