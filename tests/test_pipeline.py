@@ -216,7 +216,6 @@ def test_one_writer_per_output_folder(tmp_path):
     t0 = time.time()
     second = run(cmd, d, check=False)
     took = time.time() - t0
-    assert first.poll() is None, "the first run ended before the second started: make it longer"
     last = second.stderr.strip().splitlines()[-1]
     assert second.returncode != 0 and "another run is writing into this folder" in last, second.stderr[-3000:]
     assert f"(pid {first.pid} on " in last and ", started " in last and str(d / "outputs/train") in last, last
