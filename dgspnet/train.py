@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.distributed as dist
 from tqdm import tqdm
-from .runtime import OutputLock, StopRequest, autocast_dtype, seed_everything, set_threads
+from .runtime import OutputLock, StopRequest, autocast_dtype, not_writable, seed_everything, set_threads
 from .config import Config, load_params, fingerprint, log_prefix, RANDOM_TEXT_WARNING
 from .data import IRSTDDataset
 from .model import DGSPNet, DGSPNetPretrainer
@@ -249,7 +249,8 @@ def _stage(cfg:Config, out_dir, stage:str):
     with OutputLock(out_dir) if info.main else nullcontext():
         set_threads(cfg.base.threads)
         seed_everything(cfg.base.seed, cfg.base.deterministic)
-        log = get_logger(cfg, Path(out_dir)/"run.log", info.rank, info.world)
+        try: log = get_logger(cfg, Path(out_dir)/"run.log", info.rank, info.world)
+        except OSError as e: raise not_writable(out_dir, e, "the run has not started; nothing was written") or e
         if cfg.text_tower_random and info.main:
             bang = "!" * 100
             for line in (bang, RANDOM_TEXT_WARNING, bang): log.warning(line)
