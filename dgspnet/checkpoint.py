@@ -17,7 +17,7 @@ from .model import DGSPNet
 
 # %% auto #0
 __all__ = ['build_model', 'text_keys', 'text_checksum', 'trainable_state', 'load_trainable_state', 'save_atomic',
-           'CheckpointError', 'load_file', 'file_hash', 'import_closure', 'code_hash', 'Trained', 'save_trained',
+           'CheckpointError', 'load_file', 'weights_hash', 'import_closure', 'code_hash', 'Trained', 'save_trained',
            'load_trained']
 
 # %% ../nbs/11a_checkpoint.ipynb #15924eb8
@@ -96,9 +96,14 @@ def load_file(path, what="checkpoint") -> dict:
     return ck
 
 # %% ../nbs/11a_checkpoint.ipynb #e5c95d2d
-def file_hash(path) -> str:
-    "Short SHA-256 of a file's bytes (to fingerprint the pretrained weights a training run starts from)."
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+def weights_hash(state:dict) -> str:
+    "Short SHA-256 of a state dict's names, dtypes, shapes and values (a training run's pretrained weights)."
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous()
+        h.update(f"{k}\0{v.dtype}\0{tuple(v.shape)}\0".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 def _imported(tree:ast.AST) -> set:
     "Names of the dgspnet modules an import statement of `tree` names (`from .x import`, `import dgspnet.x`, ...)."

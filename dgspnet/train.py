@@ -21,7 +21,7 @@ from .model import DGSPNet, DGSPNetPretrainer
 from .blocks import upsample_to
 from .losses import SegmentationLoss, PretrainLoss
 from .checkpoint import (CheckpointError, build_model, trainable_state, load_trainable_state, save_atomic,
-                                save_trained, load_file, file_hash, import_closure, code_hash)
+                                save_trained, load_file, weights_hash, import_closure, code_hash)
 from .inference import scenes_of, test_metrics
 from .distributed import (DistInfo, init_distributed, relaunch_under_torchrun, gather_batch, mean_over_ranks,
                                  make_loader, wrap_model, unwrap)
@@ -114,7 +114,7 @@ FINGERPRINT_PARTS = ("params", "data", "code")  # what a resumable checkpoint be
 
 def run_fingerprint(stage:str, # "pretrain" or "train": also the name of its params group
                     cfg:Config, manifest, # the run's config and manifest.json
-                    *inputs) -> dict: # further data the stage reads, e.g. the pretrained weights' file_hash
+                    *inputs) -> dict: # further data the stage reads: the pretrained weights' hash
     "The fingerprint of a stage's run in its three parts: params, data and code (the stage's import closure)."
     return dict(params=fingerprint(stage, cfg.base, cfg.data, cfg.model, getattr(cfg, stage)),
                 data=fingerprint(Path(manifest).read_text(), *inputs), code=code_hash(import_closure("train")))
@@ -346,7 +346,8 @@ def run_train(cfg:Config, manifest, pretrained="outputs/pretrain/encoder.pt", ou
         net = train_model(cfg, pretrained if cfg.train.pretrained else None, log)
         model = wrap_model(net, info, device, cfg.base.channels_last, cfg.base.compile)
         opt, sched = train_optimizer(net, cfg, cfg.train.epochs * steps_per_epoch(train_ds, cfg.train))
-        fp = run_fingerprint("train", cfg, manifest, file_hash(pretrained) if cfg.train.pretrained else "none")
+        pre_hash = weights_hash(net.encoder_state_dict()) if cfg.train.pretrained else "none"  # before any step
+        fp = run_fingerprint("train", cfg, manifest, pre_hash)
         loss_fn = SegmentationLoss(cfg.train.lambda_bce, cfg.train.lambda_softiou)
         step_fn = _train_step(loss_fn, cfg.train.aux_weight if cfg.model.deep_supervision else 0.0)
         stage = Stage("train", model, net, opt, sched, step_fn, cfg.train.epochs, cfg.train.batch_size,
