@@ -34,6 +34,7 @@ class BaseCfg:
     deterministic: bool|str = True  # true: torch.use_deterministic_algorithms(True); "warn": warn_only; false: off
     channels_last: bool = True  # train in the channels_last memory format (NHWC): 14 % faster steps on our CPU
     compile: bool = False       # torch.compile the training module (the first steps compile; on CPU it needs a C++ compiler)
+    resume_across_code: bool = False  # resume a paused run from a checkpoint other code wrote (a harmless change)
 
 # %% ../nbs/00_config.ipynb #ca6f6d8b
 @dataclass
@@ -208,7 +209,7 @@ def config_from_dict(d:dict) -> Config:
     return _build(Config, d, "params")
 
 # %% ../nbs/00_config.ipynb #a7353791
-EXECUTION_ONLY = ("max_minutes", "channels_last", "compile")  # BaseCfg keys a checkpoint's fingerprint leaves out
+EXECUTION_ONLY = ("max_minutes", "channels_last", "compile", "resume_across_code")  # BaseCfg keys fingerprints leave out
 
 def fingerprint(*parts) -> str:
     "Short stable hash of JSON-able parts (dataclasses allowed)."
