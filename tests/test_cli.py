@@ -76,8 +76,7 @@ def test_help(name):
     assert module in ("dgspnet.cli", "dgspnet.experiments"), f"{name} points at {module}, which imports torch"
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="on branch exp"))
-                                  if n == "dgspnet_exp" else n for n in sorted(SCRIPTS)])
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_every_script_takes_debug(name):
     r = subprocess.run([str(BIN / name), "--help"], capture_output=True, text=True, timeout=60)
     assert "--debug" in r.stdout, r.stdout
