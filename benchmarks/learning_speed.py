@@ -3,8 +3,8 @@
 The recipe is the committed CPU run's (`results/nuaa-sirst-cpu`): widths 16..256, crop 256, batch 4, random CLIP
 text tower, 3 epochs of reconstruction pretraining (AdamW 3e-4 / 1e-4, shared by every candidate: no candidate
 changes the encoder or the inversion net), then Adam lr 1e-3 with polynomial decay (power 1.2) over that run's
-2,120 steps (40 epochs x 53), BCE + SoftIoU, seed 0, the prediction head at PyTorch's default initialisation (`model.head_prior: null`;
-`prior-data` is the model's default, 6.4e-4). Each candidate changes one switch (see CANDIDATES); the test
+2,120 steps (40 epochs x 53), BCE + SoftIoU, seed 0, the prediction head at PyTorch's default initialisation
+(`model.head_prior: null`; `prior-data` is the model's default, 6.4e-4). Each candidate changes one switch (see CANDIDATES); the test
 split (214 images, whole) is scored after 100, 200, 400 and 800 steps, and the training SoftIoU is averaged per
 epoch (53 steps).
 
@@ -122,7 +122,8 @@ def plot(out_dir:Path):
         a1.plot(xs, [100 * r["evals"][str(s)]["IoU"] for s in xs], marker="o", label=label)
         e = np.arange(1, len(r["softiou_per_epoch"]) + 1) * r["steps_per_epoch"]
         a2.plot(e, r["softiou_per_epoch"], marker=".", label=label)
-    a1.axhline(44.3, color="grey", ls="--", lw=1); a1.text(100, 45.3, "SCTransNet with this pipeline, 397 steps", fontsize=7, color="grey")
+    a1.axhline(44.3, color="grey", ls="--", lw=1)
+    a1.text(100, 45.3, "SCTransNet with this pipeline, 397 steps", fontsize=7, color="grey")
     a1.set(xlabel="optimizer steps", ylabel="test IoU (%)", title="NUAA-SIRST test IoU after a fixed number of steps", xscale="log")
     a1.set_xticks(EVAL_AT, [str(s) for s in EVAL_AT]); a1.minorticks_off(); a1.grid(alpha=0.3)
     a1.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))

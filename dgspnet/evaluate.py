@@ -323,7 +323,8 @@ def evaluate(checkpoint, # model.pt from the train stage
     curve = pd_fa_curve([r["prob"] for r in records], [r["gt"] for r in records], thr)
     pct = in_paper_units(dict(Pd=1.0, Fa=1.0))
     write_csv(out/"pdfa.csv", ["threshold", "Pd_pct", "Fa_1e-6"],
-              zip(curve["threshold"], (pct["Pd_pct"] * v for v in curve["Pd"]), (pct["Fa_1e-6"] * v for v in curve["Fa"])))
+              zip(curve["threshold"], (pct["Pd_pct"] * v for v in curve["Pd"]),
+                  (pct["Fa_1e-6"] * v for v in curve["Fa"])))
     write_csv(out/"per_image.csv", ["name", "IoU_pct"], ((r["name"], 100 * r["iou"]) for r in records))
     title = f"Pd-Fa, {dataset} test ({len(records)} images)"
     label = "random text tower" if trained.text_tower_random else "this model"

@@ -1,6 +1,6 @@
-"""The paper presets carry exactly the paper's settings (configs/paper_tables.yaml, transcribed from the paper), and that
-copy has the numbers of the workspace's reference transcription where one is beside the repository; every key a preset
-sets or the README names is in params.yaml (`dvc exp run -S` only changes keys the file has)."""
+"""The paper presets carry exactly the paper's settings (configs/paper_tables.yaml, transcribed from the paper), and
+that copy has the numbers of the workspace's reference transcription where one is beside the repository; every key
+a preset sets or the README names is in params.yaml (`dvc exp run -S` only changes keys the file has)."""
 import os, re
 from pathlib import Path
 
