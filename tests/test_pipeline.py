@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
 
 TINY = {
     "base": {"seed": 0, "device": "cpu", "threads": 1, "nproc": 1, "deterministic": True},
-    "data": {"source": "outputs/synthetic", "skip_bad": False, "resize_masks": False, "crop": 32, "num_workers": 0,
+    "data": {"source": "outputs/synthetic", "skip_bad": False, "resize_masks": False, "splits": None, "crop": 32, "num_workers": 0,
              "synthetic": {"n_train": 8, "n_test": 4, "size": 32, "seed": 0}},
     "model": {"widths": [4, 8, 16, 32, 64], "n_fine_tokens": 2, "tgca": True, "cross_attn": True, "tgsa": True,
               "clip_weights": "none", "extra": {}},
