@@ -12,7 +12,9 @@ host=$(hostname -s)
 case $cmd in
 start)
   for exe in slurmctld slurmd munged sbatch; do
-    command -v "$exe" >/dev/null || { echo "localcluster.sh: $exe not found (apt-get install slurm-wlm munge)" >&2; exit 2; }
+    command -v "$exe" >/dev/null && continue
+    echo "localcluster.sh: $exe not found (apt-get install slurm-wlm munge)" >&2
+    exit 2
   done
   mkdir -p "$dir/state" "$dir/spool" "$dir/log"
   cat > "$dir/slurm.conf" <<CONF
@@ -38,7 +40,7 @@ MinJobAge=600
 KillWait=10
 ReturnToService=2
 MpiDefault=none
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$(getconf _NPROCESSORS_ONLN) State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
   if ! munge -n >/dev/null 2>&1; then
@@ -49,7 +51,10 @@ CONF
   slurmd -f "$dir/slurm.conf"
   export SLURM_CONF=$dir/slurm.conf
   for _ in $(seq 60); do  # the node answers and is idle
-    sinfo -h -o %t 2>/dev/null | grep -qx idle && { echo "localcluster.sh: node $host up (SLURM_CONF=$SLURM_CONF)"; exit 0; }
+    if sinfo -h -o %t 2>/dev/null | grep -qx idle; then
+      echo "localcluster.sh: node $host up (SLURM_CONF=$SLURM_CONF)"
+      exit 0
+    fi
     sleep 1
   done
   echo "localcluster.sh: the node did not come up; see $dir/log" >&2; exit 1 ;;

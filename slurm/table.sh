@@ -5,16 +5,18 @@
 #
 # The rows are the presets named table2-* / table3-* in configs/experiments.yaml. Without --seeds each row runs once
 # with the params' base.seed, as experiment PRESET; with --seeds 0 1 2 each row runs once per seed, as experiments
-# PRESET-seed0, PRESET-seed1, ... (dgspnet_exp --table gives the mean over a row's seeds and their count).
+# PRESET-seed0, PRESET-seed1, ... (dgspnet_exp --table gives the mean over a row's seeds and names them).
 # --at-once K: at most K of the array's jobs run at the same time. SBATCH_OPTIONs (--time, --gres=gpu:1, --partition,
-# --nodes, ...) go to sbatch; the words after `--` to every job (e.g. `-- --set data.source=data/NUDT-SIRST` for Table 2 on NUDT-SIRST).
+# --nodes, ...) go to sbatch; the words after `--` to every job (Table 2 on NUDT-SIRST:
+# `-- --set data.source=data/NUDT-SIRST`).
 # Prints the array's job id. When the jobs have finished: `dvc exp show`, `dgspnet_exp --table`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 table=${1:-}
 case $table in
   table2|table3) shift ;;
-  *) echo "usage: slurm/table.sh table2|table3 [--seeds N ...] [--at-once K] [SBATCH_OPTION ...] [-- --set KEY=VALUE ...]" >&2
+  *) echo "usage: slurm/table.sh table2|table3 [--seeds N ...] [--at-once K] [SBATCH_OPTION ...]" \
+          "[-- --set KEY=VALUE ...]" >&2
      exit 2 ;;
 esac
 seeds=() sbatch_opts=() job_args=() at_once=
