@@ -138,3 +138,33 @@ def test_two_node_rendezvous_step_matches_one_process(tmp_path):
     # Adam's first step is lr * g / (|g| + eps): float reduction order alone moves it by up to lr where |g| ~ eps,
     # while a different batch or an unsynchronised BatchNorm moves weights by ~lr everywhere
     assert worst < 0.1 * p["train"]["lr"], worst
+
+
+def test_table_is_one_array_and_each_task_runs_its_row(tmp_path):
+    "slurm/table.sh submits Table 2 x seeds as one array; array task i runs row i as PRESET-seedN (no Slurm needed)."
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$OUT/sbatch.args"\n'
+                                 'printf "%s" "$DGSPNET_ARRAY" > "$OUT/array"\necho 123\n')
+    (fake / "dvc").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$OUT/dvc.args"\n')
+    for f in fake.iterdir(): f.chmod(0o755)
+    e = dict(env(), OUT=str(tmp_path), PATH=f"{fake}{os.pathsep}{env()['PATH']}")
+    sets = ["--set", "data.source=outputs/synthetic", "--set", "model.clip_weights=none"]
+    r = subprocess.run(["bash", SLURM / "table.sh", "table2", "--seeds", "0", "1", "--at-once", "2", "--time=5",
+                        "--", *sets], cwd=ROOT, env=e, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "123", r.stderr
+    args = (tmp_path / "sbatch.args").read_text().splitlines()
+    assert args[:4] == ["--parsable", "--job-name=dgspnet-table2", "--array=0-11%2", "--time=5"], args
+    assert args[4:] == [str(SLURM / "exp.sbatch"), *sets], args
+    rows = (tmp_path / "array").read_text().split()
+    assert rows[:3] == ["table2-0-0-0:0", "table2-0-0-0:1", "table2-1-0-0:0"] and len(rows) == 12, rows
+    # array task 3 of job 123, as Slurm would start it
+    e.update(DGSPNET_ARRAY=" ".join(rows), SLURM_ARRAY_JOB_ID="123", SLURM_ARRAY_TASK_ID="3", SLURM_JOB_ID="127",
+             DGSPNET_CKPT_ROOT=str(tmp_path / "ckpt"))
+    r = subprocess.run(["bash", SLURM / "exp.sbatch", *sets], cwd=ROOT, env=e, capture_output=True, text=True)
+    assert r.returncode == 0 and "experiment finished" in r.stdout, r.stdout + r.stderr
+    dvc = (tmp_path / "dvc.args").read_text().splitlines()
+    assert dvc[:5] == ["exp", "run", "--temp", "-n", "table2-1-0-0-seed1"], dvc
+    assert {"base.seed=1", "data.source=outputs/synthetic", "model.tgca=true", "model.tgsa=false"} <= set(dvc), dvc
+    assert f"checkpoints in {tmp_path / 'ckpt' / '123_3'}" in r.stdout
+    assert not (tmp_path / "ckpt" / "123_3").exists()  # removed when the experiment succeeded
