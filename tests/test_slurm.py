@@ -67,15 +67,17 @@ def wait_done(job: str, e: dict, timeout=900) -> int:
     raise AssertionError(f"job {job} did not end in {timeout} s: {job_state(job, e)}")
 
 
-def exp_metrics(repo: Path, e: dict) -> dict:
-    "Experiment name -> its evaluate metrics, from `dvc exp show --json`."
+def exp_results(repo: Path) -> dict:
+    "Experiment name -> (its evaluate metrics, the md5 of its trained weights), from `dvc exp show` and its dvc.lock."
     show = json.loads(run([str(BIN / "dvc"), "exp", "show", "--json"], repo).stdout)
     out = {}
     for base in show:
         for exp in base.get("experiments") or []:
             for rev in exp.get("revs") or []:
                 m = ((rev.get("data") or {}).get("metrics") or {}).get("results/evaluate/metrics.json") or {}
-                out[rev.get("name")] = m.get("data")
+                lock = yaml.safe_load(run(["git", "show", f"{rev['rev']}:dvc.lock"], repo).stdout)
+                md5 = {o["path"]: o["md5"] for o in lock["stages"]["train"]["outs"]}["outputs/train/model.pt"]
+                out[rev.get("name")] = (m.get("data"), md5)
     return out
 
 
@@ -97,17 +99,17 @@ def test_requeued_job_resumes_exactly(cluster, tmp_path):
     print(f"job {paused} (restarts: {restarts}):\n" + "\n".join(
         l for l in log.splitlines() if re.search(r"exp\.sbatch|paused|resuming|CANCELLED|Ran experiment", l)))
     assert restarts == 1 and "time limit near: pausing" in log and "requeueing job" in log, log[-4000:]
-    pause = re.search(r"(pretrain|train): paused (at|after) epoch (\d+)/\d+", log)  # the signal's time varies
+    pause = re.search(r"\b(pretrain|train): paused (at|after) epoch (\d+)/\d+", log)  # the signal's time varies
     assert pause, log[-4000:]
-    resumed = re.search(rf"{pause[1]}: resuming from checkpoint \S+ at epoch (\d+)", log[pause.end():])
+    resumed = re.search(rf"\b{pause[1]}: resuming from checkpoint \S+ at epoch (\d+)", log[pause.end():])
     assert resumed, log[-4000:]
     done = int(pause[3]) - (pause[2] == "at")  # paused inside an epoch: that epoch is resumed at its step
     assert int(resumed[1]) == done, (pause[0], resumed[0])
     assert "Ran experiment(s): paused" in log
     assert not (tmp_path / "ckpt" / paused).exists()  # a finished job removes its checkpoints
-    m = exp_metrics(repo, e)
-    print("dvc exp show:", {k: m.get(k) for k in ("paused", "whole")})
-    assert m["paused"] and m["paused"] == m["whole"]
+    m = exp_results(repo)
+    print("dvc exp show (metrics, md5 of outputs/train/model.pt):", {k: m.get(k) for k in ("paused", "whole")})
+    assert m["paused"][0] and m["paused"] == m["whole"]  # the same metrics and the same weights, byte for byte
 
 
 def test_two_node_rendezvous_step_matches_one_process(tmp_path):
@@ -164,7 +166,7 @@ def test_table_is_one_array_and_each_task_runs_its_row(tmp_path):
     r = subprocess.run(["bash", SLURM / "exp.sbatch", *sets], cwd=ROOT, env=e, capture_output=True, text=True)
     assert r.returncode == 0 and "experiment finished" in r.stdout, r.stdout + r.stderr
     dvc = (tmp_path / "dvc.args").read_text().splitlines()
-    assert dvc[:5] == ["exp", "run", "--temp", "-n", "table2-1-0-0-seed1"], dvc
+    assert dvc[:6] == ["exp", "run", "--temp", "--force", "-n", "table2-1-0-0-seed1"], dvc
     assert {"base.seed=1", "data.source=outputs/synthetic", "model.tgca=true", "model.tgsa=false"} <= set(dvc), dvc
     assert f"checkpoints in {tmp_path / 'ckpt' / '123_3'}" in r.stdout
     assert not (tmp_path / "ckpt" / "123_3").exists()  # removed when the experiment succeeded
