@@ -3,9 +3,8 @@
 The recipe is the committed CPU run's (`results/nuaa-sirst-cpu`): widths 16..256, crop 256, batch 4, random CLIP
 text tower, 3 epochs of reconstruction pretraining (AdamW 3e-4 / 1e-4, shared by every candidate: no candidate
 changes the encoder or the inversion net), then Adam lr 1e-3 with polynomial decay (power 1.2) over that run's
-2,120 steps (40 epochs x 53), BCE + SoftIoU, seed 0, the prediction head at PyTorch's default initialisation (the
-model before this experiment; `prior-data` is the default since). Each candidate changes one switch (see
-CANDIDATES); the test
+2,120 steps (40 epochs x 53), BCE + SoftIoU, seed 0, the prediction head at PyTorch's default initialisation
+(`model.head_prior: null`; `prior-data` is the model's default, 6.4e-4). Each candidate changes one switch (see CANDIDATES); the test
 split (214 images, whole) is scored after 100, 200, 400 and 800 steps, and the training SoftIoU is averaged per
 epoch (53 steps).
 
@@ -46,14 +45,14 @@ RECIPE = {  # the committed CPU run (results/nuaa-sirst-cpu/params.yaml), head a
 CANDIDATES = {  # name -> overrides of the recipe ("data" in head_prior: the training split's target fraction)
     "pytorch-init": {},
     "prior-0.01": {"model": {"head_prior": 0.01}},
-    "prior-data": {"model": {"head_prior": "data"}},  # the default since this experiment (6.4e-4, rounded)
+    "prior-data": {"model": {"head_prior": "data"}},  # the model's default (model.head_prior: 6.4e-4, rounded)
     "warmup": {"train": {"warmup_steps": 50}},
     "deep-supervision": {"model": {"deep_supervision": True}},
     "softmax_hw": {"model": {"tgsa_norm": "softmax_hw"}},
     "sigmoid": {"model": {"tgsa_norm": "sigmoid"}},
 }
 EVAL_AT = (100, 200, 400, 800)
-DEFAULT = "prior-data"  # the candidate the model's defaults now match
+DEFAULT = "prior-data"  # the candidate the model's defaults match
 
 
 def merged(base:dict, over:dict) -> dict:
@@ -119,11 +118,12 @@ def plot(out_dir:Path):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1], "wspace": 0.8})
     for r in recs:
         xs = sorted(int(s) for s in r["evals"])
-        label = r["candidate"] + (" (now the default)" if r["candidate"] == DEFAULT else "")
+        label = r["candidate"] + (" (the default)" if r["candidate"] == DEFAULT else "")
         a1.plot(xs, [100 * r["evals"][str(s)]["IoU"] for s in xs], marker="o", label=label)
         e = np.arange(1, len(r["softiou_per_epoch"]) + 1) * r["steps_per_epoch"]
         a2.plot(e, r["softiou_per_epoch"], marker=".", label=label)
-    a1.axhline(44.3, color="grey", ls="--", lw=1); a1.text(100, 45.3, "SCTransNet, 397 steps (measured in issue #11)", fontsize=7, color="grey")
+    a1.axhline(44.3, color="grey", ls="--", lw=1)
+    a1.text(100, 45.3, "SCTransNet with this pipeline, 397 steps", fontsize=7, color="grey")
     a1.set(xlabel="optimizer steps", ylabel="test IoU (%)", title="NUAA-SIRST test IoU after a fixed number of steps", xscale="log")
     a1.set_xticks(EVAL_AT, [str(s) for s in EVAL_AT]); a1.minorticks_off(); a1.grid(alpha=0.3)
     a1.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -149,7 +149,7 @@ def plot(out_dir:Path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "NUAA-SIRST"))
+    ap.add_argument("--data", default=str(ROOT / "data" / "NUAA-SIRST"), help="NUAA-SIRST's folder (README: Datasets)")
     ap.add_argument("--work", default=str(ROOT / "outputs" / "learning_speed"), help="manifest and pretrained weights")
     ap.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
     ap.add_argument("--steps", type=int, default=max(EVAL_AT))

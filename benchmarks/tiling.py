@@ -1,7 +1,7 @@
 """How much tiled prediction (`dgspnet_predict --tile`) changes the probability map against the whole frame.
 
     python benchmarks/tiling.py outputs/train/model.pt                 # the default smoke model of `dvc repro`
-    python benchmarks/tiling.py MODEL --data ../shared/datasets/NUAA-SIRST --frames 3 --tiles 256:128 192:96
+    python benchmarks/tiling.py MODEL --data data/NUAA-SIRST --frames 3 --tiles 256:128 192:96
 
 For the largest frames among the first 60 of the dataset's images: the largest |tiled - whole| over all pixels
 and over the pixels at least 32 px from any cut, the whole map's range, and the IoU of the two thresholded masks.
@@ -32,7 +32,7 @@ def distance_to_cuts(h:int, w:int, tile:int, overlap:int) -> np.ndarray:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model"); ap.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "NUAA-SIRST"))
+    ap.add_argument("model"); ap.add_argument("--data", default=str(ROOT / "data" / "NUAA-SIRST"))
     ap.add_argument("--frames", type=int, default=3); ap.add_argument("--tiles", nargs="*", default=["256:128", "192:96"])
     a = ap.parse_args()
     tr = load_trained(a.model)

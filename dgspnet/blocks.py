@@ -10,7 +10,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['ConvBlock', 'DoubleConv', 'ChannelAttention', 'EncoderLayer', 'upsample2x_bilinear', 'upsample_to']
+__all__ = ['n_params', 'ConvBlock', 'DoubleConv', 'ChannelAttention', 'EncoderLayer', 'upsample2x_bilinear', 'upsample_to']
+
+# %% ../nbs/04_blocks.ipynb #a0a5accb
+def n_params(m:nn.Module) -> int:
+    "Number of parameter scalars of `m` (trainable and frozen; a shared parameter once)."
+    return sum(p.numel() for p in m.parameters())
 
 # %% ../nbs/04_blocks.ipynb #cell005
 class ConvBlock(nn.Sequential):

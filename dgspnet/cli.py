@@ -113,7 +113,7 @@ def synthetic_cli(params:str="params.yaml", # params file (its `data.synthetic` 
 def pretrain_cli(params:str="params.yaml", # params file
                  manifest:str="outputs/prepare/manifest.json", # from the prepare stage
                  out:str="outputs/pretrain", # folder of encoder.pt and run.log
-                 ckpt_dir:str="outputs/checkpoints", # resumable checkpoints (kept by dvc: persist)
+                 ckpt_dir:str="outputs/checkpoints", # resumable checkpoints, one per run (not a DVC output)
                  live_dir:str="results/pretrain", # dvclive folder
                  debug:bool=False, # show the traceback of an error instead of one line
                 ):
@@ -128,7 +128,7 @@ def train_cli(params:str="params.yaml", # params file
               manifest:str="outputs/prepare/manifest.json", # from the prepare stage
               pretrained:str="outputs/pretrain/encoder.pt", # from the pretrain stage
               out:str="outputs/train", # folder of model.pt and run.log
-              ckpt_dir:str="outputs/checkpoints", # resumable checkpoints (kept by dvc: persist)
+              ckpt_dir:str="outputs/checkpoints", # resumable checkpoints, one per run (not a DVC output)
               live_dir:str="results/train", # dvclive folder
               debug:bool=False, # show the traceback of an error instead of one line
              ):

@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['EXECUTION_ONLY', 'RANDOM_TEXT_WARNING', 'UserError', 'ConfigError', 'BaseCfg', 'SyntheticCfg', 'DataCfg', 'ModelCfg',
-           'PretrainCfg', 'TrainCfg', 'EvaluateCfg', 'Config', 'read_yaml', 'parse_override', 'apply_overrides',
-           'load_params', 'config_from_dict', 'fingerprint', 'log_prefix']
+__all__ = ['EXECUTION_ONLY', 'RANDOM_TEXT_WARNING', 'PAPER_TABLES', 'UserError', 'ConfigError', 'BaseCfg', 'SyntheticCfg',
+           'DataCfg', 'ModelCfg', 'PretrainCfg', 'TrainCfg', 'EvaluateCfg', 'Config', 'read_yaml', 'parse_override',
+           'apply_overrides', 'load_params', 'config_from_dict', 'fingerprint', 'log_prefix', 'read_paper_tables']
 
 # %% ../nbs/00_config.ipynb #561eb869
 class UserError(Exception):
@@ -34,6 +34,7 @@ class BaseCfg:
     deterministic: bool|str = True  # true: torch.use_deterministic_algorithms(True); "warn": warn_only; false: off
     channels_last: bool = True  # train in the channels_last memory format (NHWC): 14 % faster steps on our CPU
     compile: bool = False       # torch.compile the training module (the first steps compile; on CPU it needs a C++ compiler)
+    resume_across_code: bool = False  # resume a paused run from a checkpoint other code wrote (a harmless change)
 
 # %% ../nbs/00_config.ipynb #ca6f6d8b
 @dataclass
@@ -208,7 +209,7 @@ def config_from_dict(d:dict) -> Config:
     return _build(Config, d, "params")
 
 # %% ../nbs/00_config.ipynb #a7353791
-EXECUTION_ONLY = ("max_minutes", "channels_last", "compile")  # BaseCfg keys a checkpoint's fingerprint leaves out
+EXECUTION_ONLY = ("max_minutes", "channels_last", "compile", "resume_across_code")  # BaseCfg keys fingerprints leave out
 
 def fingerprint(*parts) -> str:
     "Short stable hash of JSON-able parts (dataclasses allowed)."
@@ -225,3 +226,18 @@ RANDOM_TEXT_WARNING = ("WARNING: model.clip_weights is 'none': the CLIP text tow
 def log_prefix(cfg:Config) -> str:
     "Prefix for every log line of a run: loud when the text tower is random."
     return "[RANDOM_TEXT_TOWER] " if cfg.text_tower_random else ""
+
+# %% ../nbs/00_config.ipynb #17aa7944
+import dgspnet
+PAPER_TABLES = Path(dgspnet.__file__).resolve().parents[1]/"configs"/"paper_tables.yaml"  # the repository's copy
+
+def read_paper_tables(path=PAPER_TABLES, # a YAML file of the paper's tables (default: the repository's)
+                     ) -> dict:
+    "The paper's Tables 1-3 and training settings, parsed; `ConfigError` naming the file when it is missing or bad."
+    p = Path(path)
+    if not p.is_file(): raise ConfigError(f"{p}: the paper's tables not found (configs/paper_tables.yaml of dgspnet)")
+    try: d = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e: raise ConfigError(f"{p}{_yaml_place(e)}: not valid YAML") from None
+    if not isinstance(d, dict) or "table1_sota" not in d:
+        raise ConfigError(f"{p}: not the paper's tables (expected table1_sota, table2_prompt_modules, table3_tokens)")
+    return d

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import dgspnet.runtime  # first: sets OMP_WAIT_POLICY before torch loads
 import csv, io, json, math, os, sys, time
+from collections.abc import Mapping
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, NullFormatter
 from skimage.measure import label, regionprops
 from .runtime import pick_device, set_threads
-from .config import EvaluateCfg, load_params, RANDOM_TEXT_WARNING
+from .config import EvaluateCfg, load_params, RANDOM_TEXT_WARNING, read_paper_tables
 from .data import IRSTDDataset
 from .metrics import SegmentationMetrics, pd_fa_curve, plot_pd_fa_curve
 from .model import pad_to_multiple
@@ -24,10 +25,10 @@ from .inference import overlay, predict_split, scenes_of
 from .tokens import plot_token_words, token_words
 
 # %% auto #0
-__all__ = ['PAPER_UNITS', 'PAPER_TABLE1', 'PNG_METADATA', 'RUN_TIMES', 'in_paper_units', 'paper_row', 'dataset_name',
-           'new_figure', 'figure_png', 'save_png', 'log_fa_axis', 'plot_pd_fa', 'zoom_box', 'overlay_legend',
-           'plot_gallery', 'crop_to_image', 'plot_attention', 'read_tsv', 'plot_training_curves', 'target_free_summary',
-           'evaluate', 'write_token_words', 'strip_run_metadata', 'render_report']
+__all__ = ['PAPER_UNITS', 'PNG_METADATA', 'RUN_TIMES', 'in_paper_units', 'paper_row', 'dataset_name', 'new_figure', 'figure_png',
+           'save_png', 'log_fa_axis', 'plot_pd_fa', 'zoom_box', 'overlay_legend', 'plot_gallery', 'crop_to_image',
+           'plot_attention', 'read_tsv', 'plot_training_curves', 'target_free_summary', 'write_csv', 'evaluate',
+           'write_token_words', 'strip_run_metadata', 'render_report']
 
 # %% ../nbs/14_evaluate.ipynb #39c8538c
 PAPER_UNITS = {  # dgspnet.metrics name -> (name with the paper's unit, factor from the metrics module's unit)
@@ -39,16 +40,15 @@ def in_paper_units(res:dict, # IoU, nIoU, Pd as fractions, Fa in 1e-6 (`Segmenta
     return {name: float(res[k]) * f for k, (name, f) in PAPER_UNITS.items() if k in res}
 
 # %% ../nbs/14_evaluate.ipynb #af2af3bc
-PAPER_TABLE1 = {  # DGSPNet row of Table 1: IoU and Pd in %, Fa in 1e-6 (the paper reports no nIoU)
-    "IRSTD-1K": {"IoU_pct": 70.87, "Pd_pct": 93.26, "Fa_1e-6": 14.23},
-    "NUDT-SIRST": {"IoU_pct": 96.13, "Pd_pct": 99.15, "Fa_1e-6": 0.32},
-    "NUAA-SIRST": {"IoU_pct": 80.32, "Pd_pct": 97.33, "Fa_1e-6": 9.26},
-}
-
 def paper_row(dataset:str, # dataset folder name, e.g. "NUAA-SIRST"
+              tables:dict|None=None, # the paper's tables (None: `read_paper_tables()`)
              ) -> dict|None:
-    "The paper's Table 1 numbers for `dataset`, or None when the paper does not report it."
-    return PAPER_TABLE1.get(str(dataset).upper())
+    "The DGSPNet row of the paper's Table 1 for `dataset` (IoU_pct, Pd_pct, Fa_1e-6), or None when it is not there."
+    t1 = (tables or read_paper_tables())["table1_sota"]
+    name = {k: n for k, (n, _) in PAPER_UNITS.items()}
+    cols = [c.split(".", 1) for c in t1["columns"]]
+    row = {name[m]: v for (ds, m), v in zip(cols, t1["rows"]["DGSPNet"]) if ds.upper() == str(dataset).upper()}
+    return row or None
 
 # %% ../nbs/14_evaluate.ipynb #b70830e7
 def dataset_name(manifest, # manifest.json path, or its dict (a relative root in a dict is taken from the cwd)
@@ -267,15 +267,22 @@ def target_free_summary(records:list, # dicts with gt (bool) and iou (fraction),
                 nIoU_with_targets_pct=100 * float(np.mean(withs)) if withs else float("nan"),
                 empty_iou=float(empty_iou))
 
+# %% ../nbs/14_evaluate.ipynb #ec21b0f5
+def write_csv(path, # the file (overwritten)
+              fields, # the column names, in order: the header line
+              rows, # each a mapping keyed by `fields` or a sequence in their order
+             ):
+    "Write a CSV file with a header line: the one CSV writer of dgspnet."
+    with open(path, "w", newline="") as f:
+        seq, keyed = csv.writer(f), csv.DictWriter(f, fieldnames=fields)
+        seq.writerow(fields)
+        for r in rows: (keyed if isinstance(r, Mapping) else seq).writerow(r)
+
 # %% ../nbs/14_evaluate.ipynb #37b1d558
 def _progress(i:int, n:int, t0:float):
     "One line on stderr every tenth of the split (a log file gets lines, not a progress bar)."
     if i == n or i % max(1, n // 10) == 0:
         print(f"evaluate: {i}/{n} test images ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-
-def _write_csv(path, head, rows):
-    with open(path, "w", newline="") as f:
-        wr = csv.writer(f); wr.writerow(head); wr.writerows(rows)
 
 # %% ../nbs/14_evaluate.ipynb #19c72b7e
 def evaluate(checkpoint, # model.pt from the train stage
@@ -315,9 +322,10 @@ def evaluate(checkpoint, # model.pt from the train stage
     thr = np.round(np.linspace(0, 1, ev.curve_points + 2)[1:-1], 4)
     curve = pd_fa_curve([r["prob"] for r in records], [r["gt"] for r in records], thr)
     pct = in_paper_units(dict(Pd=1.0, Fa=1.0))
-    _write_csv(out/"pdfa.csv", ["threshold", "Pd_pct", "Fa_1e-6"],
-               zip(curve["threshold"], (pct["Pd_pct"] * v for v in curve["Pd"]), (pct["Fa_1e-6"] * v for v in curve["Fa"])))
-    _write_csv(out/"per_image.csv", ["name", "IoU_pct"], ((r["name"], 100 * r["iou"]) for r in records))
+    write_csv(out/"pdfa.csv", ["threshold", "Pd_pct", "Fa_1e-6"],
+              zip(curve["threshold"], (pct["Pd_pct"] * v for v in curve["Pd"]),
+                  (pct["Fa_1e-6"] * v for v in curve["Fa"])))
+    write_csv(out/"per_image.csv", ["name", "IoU_pct"], ((r["name"], 100 * r["iou"]) for r in records))
     title = f"Pd-Fa, {dataset} test ({len(records)} images)"
     label = "random text tower" if trained.text_tower_random else "this model"
     save_png(plot_pd_fa(curve, dataset, label, title), out/"pdfa.png", 100)

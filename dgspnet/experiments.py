@@ -8,7 +8,7 @@ import argparse, copy, json, re, shlex, shutil, subprocess, sys, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
-from .config import ConfigError, UserError, config_from_dict, read_yaml
+from .config import PAPER_TABLES, ConfigError, UserError, config_from_dict, read_paper_tables, read_yaml
 
 # %% auto #0
 __all__ = ['DESCRIPTION', 'METRICS_FILE', 'METRIC_KEYS', 'SEED_NAME', 'TABLE2_DATASETS', 'load_presets', 'preset_descriptions',
@@ -341,7 +341,7 @@ def _row(label:str, run, paper:dict) -> dict:
 
 # %% ../nbs/16_experiments.ipynb #f33cba4d
 def ablation_tables(runs:list[ExpRun], # from `parse_exp_show`
-                    paper:dict, # ../shared/reference/paper_tables.yaml, parsed
+                    paper:dict, # the paper's tables (`dgspnet.config.read_paper_tables`)
                    ) -> dict:
     "{'Table 2, IRSTD-1K': DataFrame, 'Table 2, NUDT-SIRST': ..., 'Table 3, IRSTD-1K': ...}: ours beside the paper's."
     import pandas as pd
@@ -374,14 +374,14 @@ def exp_show(all_commits:bool=True, # experiments of every commit (`-A`), not on
 
 # %% ../nbs/16_experiments.ipynb #80e7056a
 def run_ablation_report(out_dir="results/ablations", # report.ipynb, exp_show.json and tables.md go here
-                        paper_tables="../shared/reference/paper_tables.yaml", # the paper's numbers
+                        paper_tables=PAPER_TABLES, # the paper's numbers
                         template="nbs/reports/ablations.ipynb", # the papermill report
                         exp_show_json:str|None=None, # saved `dvc exp show --json` output (default: run it now)
                        ) -> Path:
     "Execute the ablation report; returns the path of its `tables.md`."
     import papermill as pm
-    for f, what in ((paper_tables, "the paper's tables (--paper-tables)"), (template, "the report template")):
-        if not Path(f).is_file(): raise ConfigError(f"{f}: not found: {what}")
+    read_paper_tables(paper_tables)  # a missing or malformed file stops here, named
+    if not Path(template).is_file(): raise ConfigError(f"{template}: not found: the report template")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     if exp_show_json is None:
         exp_show_json = out/"exp_show.json"
@@ -404,7 +404,7 @@ def exp_parser() -> argparse.ArgumentParser:
     flag("file", default="configs/experiments.yaml", help="the presets file")
     flag("params", default="params.yaml", help="the params file the presets apply to")
     flag("table", action="store_true", help="run the ablation report (Tables 2 and 3 beside the paper) and print its tables")
-    flag("paper_tables", default="../shared/reference/paper_tables.yaml", help="the paper's numbers (for --table)")
+    flag("paper_tables", default=PAPER_TABLES, help="the paper's numbers (for --table)")
     flag("out", default="results/ablations", help="where --table writes its report")
     flag("debug", action="store_true", help="show the traceback of an error instead of its one line")
     return p

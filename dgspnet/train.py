@@ -5,7 +5,8 @@
 # %% ../nbs/13_train.ipynb #6f8e9612
 from __future__ import annotations
 import dgspnet.runtime  # first: sets OMP_WAIT_POLICY before torch loads
-import json, logging, random, sys
+import json, logging, os, random, sys, time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -13,22 +14,22 @@ import torch
 import torch.nn as nn
 import torch.distributed as dist
 from tqdm import tqdm
-from .runtime import StopRequest, autocast_dtype, seed_everything, set_threads
+from .runtime import OutputLock, StopRequest, autocast_dtype, not_writable, seed_everything, set_threads
 from .config import Config, load_params, fingerprint, log_prefix, RANDOM_TEXT_WARNING
 from .data import IRSTDDataset
 from .model import DGSPNet, DGSPNetPretrainer
 from .blocks import upsample_to
 from .losses import SegmentationLoss, PretrainLoss
-from .checkpoint import (build_model, trainable_state, load_trainable_state, save_atomic, save_trained,
-                                file_hash, code_hash)
+from .checkpoint import (CheckpointError, build_model, trainable_state, load_trainable_state, save_atomic,
+                                save_trained, load_file, weights_hash, import_closure, code_hash)
 from .inference import scenes_of, test_metrics
 from .distributed import (DistInfo, init_distributed, relaunch_under_torchrun, gather_batch, mean_over_ranks,
                                  make_loader, wrap_model, unwrap)
 
 # %% auto #0
-__all__ = ['PAUSED_EXIT', 'get_logger', 'rng_state', 'set_rng_state', 'open_live', 'Stage', 'StagePaused', 'run_loop',
-           'pretrain_optimizer', 'run_pretrain', 'train_model', 'lr_factor', 'train_optimizer', 'steps_per_epoch',
-           'run_train', 'run_stage']
+__all__ = ['PAUSED_EXIT', 'FINGERPRINT_PARTS', 'get_logger', 'rng_state', 'set_rng_state', 'open_live', 'Stage', 'StagePaused',
+           'run_fingerprint', 'checkpoint_path', 'resumable', 'run_loop', 'pretrain_optimizer', 'run_pretrain',
+           'train_model', 'lr_factor', 'train_optimizer', 'steps_per_epoch', 'run_train', 'run_stage']
 
 # %% ../nbs/13_train.ipynb #8fa95280
 def get_logger(cfg:Config, # the run's config (for the random-text-tower prefix)
@@ -49,10 +50,20 @@ def get_logger(cfg:Config, # the run's config (for the random-text-tower prefix)
 
 # %% ../nbs/13_train.ipynb #043ec571
 def rng_state() -> dict:
-    return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate())
+    "The global random states of torch, numpy and python, as tensors and plain values."
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, words, py_gauss = random.getstate()
+    return dict(torch=torch.get_rng_state(),
+                numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss),
+                           gauss=float(gauss)),
+                python=dict(version=version, words=torch.tensor(words, dtype=torch.int64), gauss=py_gauss))
 
 def set_rng_state(s:dict):
-    torch.set_rng_state(s["torch"]); np.random.set_state(s["numpy"]); random.setstate(s["python"])
+    "Restore what `rng_state` returned."
+    torch.set_rng_state(s["torch"])
+    n, p = s["numpy"], s["python"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate((p["version"], tuple(p["words"].tolist()), p["gauss"]))
 
 # %% ../nbs/13_train.ipynb #b2dc66b2
 def open_live(live_dir, resume:bool, start_epoch:int):
@@ -98,25 +109,64 @@ PAUSED_EXIT = 75  # exit status of a stage that saved its checkpoint and stopped
 class StagePaused(Exception):
     "A stage stopped early (time budget or SIGTERM) after saving a checkpoint; the same command resumes it."
 
+# %% ../nbs/13_train.ipynb #a6511a80
+FINGERPRINT_PARTS = ("params", "data", "code")  # what a resumable checkpoint belongs to
+
+def run_fingerprint(stage:str, # "pretrain" or "train": also the name of its params group
+                    cfg:Config, manifest, # the run's config and manifest.json
+                    *inputs) -> dict: # further data the stage reads: the pretrained weights' hash
+    "The fingerprint of a stage's run in its three parts: params, data and code (the stage's import closure)."
+    return dict(params=fingerprint(stage, cfg.base, cfg.data, cfg.model, getattr(cfg, stage)),
+                data=fingerprint(Path(manifest).read_text(), *inputs), code=code_hash(import_closure("train")))
+
+def checkpoint_path(ckpt_dir, stage:str, fp:dict) -> Path:
+    "The run's resumable checkpoint: named by the stage and the fingerprint of its params and data."
+    return Path(ckpt_dir)/f"{stage}-{fingerprint(fp['params'], fp['data'])}.pt"
+
+# %% ../nbs/13_train.ipynb #82ef646f
+def resumable(ckpt_path, fp:dict, cfg:Config, log, main:bool=True) -> dict|None:
+    "The checkpoint to resume from, or None; one by other params, data or code is set aside (by the main process)."
+    path = Path(ckpt_path)
+    if not path.exists(): return None
+    try: ck = load_file(path)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; it is this run's resumable checkpoint: move it away to start the run over") from e
+    old = ck.get("fingerprint") if isinstance(ck.get("fingerprint"), dict) else {}
+    differ = [k for k in FINGERPRINT_PARTS if old.get(k) != fp[k]]
+    if not differ: return ck
+    if differ == ["code"] and cfg.base.resume_across_code:
+        log.warning(f"WARNING: resuming {path} although other code wrote it (code {old['code']}, now {fp['code']}): "
+                    "base.resume_across_code is true")
+        return ck
+    if not main: return None
+    kept = path.with_name(f"{path.stem}.other-{'-'.join(differ)}-{time.strftime('%Y%m%d-%H%M%S')}.pt")
+    os.replace(path, kept)
+    why = (f"; to resume it across a code change you know to be harmless, set base.resume_across_code: true and "
+           f"rename it back to {path.name}") if differ == ["code"] else ""
+    log.warning(f"WARNING: not resuming {path}: it was written with other {' and '.join(differ)}; set aside as {kept} "
+                f"(kept until you delete it){why}; starting from epoch 1")
+    return None
+
 # %% ../nbs/13_train.ipynb #dabef0a7
-def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, ckpt_path, live_dir, fp:str, log) -> int:
+def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, ckpt_path, live_dir, fp:dict,
+             log) -> int:
     "Train `stage` for its epochs, resuming from `ckpt_path` when it matches fingerprint `fp`; returns epochs run."
     start, skip, partial = 0, 0, ({}, 0)
     amp = autocast_dtype(cfg.base.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)  # fp16's narrow range; a no-op otherwise
-    if Path(ckpt_path).exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck.get("fingerprint") == fp and ck.get("stage") == stage.name:
-            load_trainable_state(unwrap(stage.model), ck["model"])
-            stage.optimizer.load_state_dict(ck["optimizer"])
-            if stage.scheduler is not None: stage.scheduler.load_state_dict(ck["scheduler"])
-            set_rng_state(ck["rng"])
-            if ck.get("scaler"): scaler.load_state_dict(ck["scaler"])
-            start, skip, partial = int(ck["epoch"]), int(ck.get("batch", 0)), ck.get("partial", ({}, 0))
-            where = f" step {skip}" if skip else ""
-            log.info(f"{stage.name}: resuming from checkpoint {ckpt_path} at epoch {start}{where} of {stage.epochs}")
-        else:
-            log.info(f"{stage.name}: ignoring checkpoint {ckpt_path}: it was made with other settings, data or code")
+    ck = resumable(ckpt_path, fp, cfg, log) if info.main else None
+    if info.world > 1:  # the main process sets a checkpoint aside before the others look
+        dist.barrier()
+        if not info.main: ck = resumable(ckpt_path, fp, cfg, log, main=False)
+    if ck is not None:
+        load_trainable_state(unwrap(stage.model), ck["model"])
+        stage.optimizer.load_state_dict(ck["optimizer"])
+        if stage.scheduler is not None: stage.scheduler.load_state_dict(ck["scheduler"])
+        set_rng_state(ck["rng"])
+        if ck["scaler"]: scaler.load_state_dict(ck["scaler"])
+        start, skip, partial = int(ck["epoch"]), int(ck["batch"]), ck["partial"]
+        where = f" step {skip}" if skip else ""
+        log.info(f"{stage.name}: resuming from checkpoint {ckpt_path} at epoch {start}{where} of {stage.epochs}")
     def save(epoch, batch=0, sums=None, n=0):
         save_atomic(dict(stage=stage.name, epoch=epoch, batch=batch, partial=(sums or {}, n), fingerprint=fp,
                          model=trainable_state(unwrap(stage.model)),
@@ -192,46 +242,60 @@ def _pretrain_step(loss_fn):
         return loss_fn(out["recon"], x, gather_batch(out["image_embed"]), gather_batch(out["text_embed"]), out["logit_scale"])
     return step
 
-def _setup(cfg:Config, out_dir, stage:str):
-    "Common start of a stage: torchrun group, seeds, threads, logger, random-text warning."
+@contextmanager
+def _stage(cfg:Config, out_dir, stage:str):
+    "A stage's run: torchrun group, the output folder's lock (main process), seeds, threads, logger, warnings."
     info, device = init_distributed(cfg.base.device)
-    set_threads(cfg.base.threads)
-    seed_everything(cfg.base.seed, cfg.base.deterministic)
-    log = get_logger(cfg, Path(out_dir)/"run.log", info.rank, info.world)
-    if cfg.text_tower_random and info.main:
-        bang = "!" * 100
-        for line in (bang, RANDOM_TEXT_WARNING, bang): log.warning(line)
-    log.info(f"{stage}: device {device}, {info.world} process(es), seed {cfg.base.seed}")
-    return info, device, log
+    with OutputLock(out_dir) if info.main else nullcontext():
+        set_threads(cfg.base.threads)
+        seed_everything(cfg.base.seed, cfg.base.deterministic)
+        try: log = get_logger(cfg, Path(out_dir)/"run.log", info.rank, info.world)
+        except OSError as e: raise not_writable(out_dir, e, "the run has not started; nothing was written") or e
+        if cfg.text_tower_random and info.main:
+            bang = "!" * 100
+            for line in (bang, RANDOM_TEXT_WARNING, bang): log.warning(line)
+        log.info(f"{stage}: device {device}, {info.world} process(es), seed {cfg.base.seed}")
+        yield info, device, log
+
+def _finished(ckpt_path:Path, stage:str, log):
+    "A finished run's output is written: its resumable checkpoint is no longer needed."
+    ckpt_path.unlink(missing_ok=True)
+    log.info(f"{stage}: finished; its resumable checkpoint {ckpt_path} is deleted")
 
 # %% ../nbs/13_train.ipynb #d0137e26
 def run_pretrain(cfg:Config, manifest, out_dir="outputs/pretrain", ckpt_dir="outputs/checkpoints",
                  live_dir="results/pretrain") -> Path|None:
     "Reconstruction pretraining; writes `out_dir/encoder.pt` (encoder + inversion weights). Returns its path (main process)."
-    info, device, log = _setup(cfg, out_dir, "pretrain")
-    train_ds = IRSTDDataset(manifest, "train", crop=cfg.data.crop, train=True, seed=cfg.base.seed)
-    net = build_model(cfg)
-    pre = DGSPNetPretrainer(net)
-    model = wrap_model(pre, info, device, cfg.base.channels_last, cfg.base.compile)
-    fp = fingerprint("pretrain", cfg.base, cfg.data, cfg.model, cfg.pretrain, Path(manifest).read_text(), code_hash())
-    stage = Stage("pretrain", model, net, pretrain_optimizer(pre, cfg), None, _pretrain_step(PretrainLoss()),
-                  cfg.pretrain.epochs, cfg.pretrain.batch_size, cfg.pretrain.ckpt_every,
-                  steps_per_epoch=cfg.pretrain.steps_per_epoch)
-    run_loop(stage, cfg, info, device, train_ds, None, Path(ckpt_dir)/"pretrain.pt", live_dir, fp, log)
-    out = None
-    if info.main:
-        out = Path(out_dir)/"encoder.pt"
-        save_atomic(dict(state=net.encoder_state_dict(), fingerprint=fp, config=cfg.to_dict()), out)
-        log.info(f"pretrain: encoder + inversion weights -> {out}")
-    if info.world > 1: dist.barrier()
-    return out
+    with _stage(cfg, out_dir, "pretrain") as (info, device, log):
+        train_ds = IRSTDDataset(manifest, "train", crop=cfg.data.crop, train=True, seed=cfg.base.seed)
+        net = build_model(cfg)
+        pre = DGSPNetPretrainer(net)
+        model = wrap_model(pre, info, device, cfg.base.channels_last, cfg.base.compile)
+        fp = run_fingerprint("pretrain", cfg, manifest)
+        stage = Stage("pretrain", model, net, pretrain_optimizer(pre, cfg), None, _pretrain_step(PretrainLoss()),
+                      cfg.pretrain.epochs, cfg.pretrain.batch_size, cfg.pretrain.ckpt_every,
+                      steps_per_epoch=cfg.pretrain.steps_per_epoch)
+        ckpt_path = checkpoint_path(ckpt_dir, "pretrain", fp)
+        run_loop(stage, cfg, info, device, train_ds, None, ckpt_path, live_dir, fp, log)
+        out = None
+        if info.main:
+            out = Path(out_dir)/"encoder.pt"
+            save_atomic(dict(state=net.encoder_state_dict(), fingerprint=fp, config=cfg.to_dict()), out)
+            log.info(f"pretrain: encoder + inversion weights -> {out}")
+            _finished(ckpt_path, "pretrain", log)
+        if info.world > 1: dist.barrier()
+        return out
 
 # %% ../nbs/13_train.ipynb #cd29ca79
 def train_model(cfg:Config, pretrained=None, log=None) -> DGSPNet:
     "The model normal training starts from: built from `cfg`, the pretrained encoder + inversion weights loaded, the inversion net frozen."
     net = build_model(cfg)
     if pretrained is not None:
-        net.load_pretrained(torch.load(pretrained, map_location="cpu", weights_only=False)["state"])
+        ck = load_file(pretrained, "pretrained encoder")
+        if "state" not in ck:
+            raise CheckpointError(f"{pretrained}: not a pretraining checkpoint (no 'state'); "
+                                  "use outputs/pretrain/encoder.pt")
+        net.load_pretrained(ck["state"])
         if log: log.info(f"train: loaded pretrained encoder + inversion weights from {pretrained}")
     elif log: log.info("train: train.pretrained is false: starting from random encoder and inversion weights")
     return net.freeze_inversion()
@@ -276,26 +340,29 @@ def _train_step(loss_fn, aux_weight:float=0.0):
 def run_train(cfg:Config, manifest, pretrained="outputs/pretrain/encoder.pt", out_dir="outputs/train",
               ckpt_dir="outputs/checkpoints", live_dir="results/train") -> Path|None:
     "Normal training; writes `out_dir/model.pt`. Returns its path (main process)."
-    info, device, log = _setup(cfg, out_dir, "train")
-    train_ds = IRSTDDataset(manifest, "train", crop=cfg.data.crop, train=True, seed=cfg.base.seed)
-    test_ds = IRSTDDataset(manifest, "test", train=False) if info.main and cfg.train.eval_every else None
-    net = train_model(cfg, pretrained if cfg.train.pretrained else None, log)
-    model = wrap_model(net, info, device, cfg.base.channels_last, cfg.base.compile)
-    opt, sched = train_optimizer(net, cfg, cfg.train.epochs * steps_per_epoch(train_ds, cfg.train))
-    pre_hash = file_hash(pretrained) if cfg.train.pretrained else "none"
-    fp = fingerprint("train", cfg.base, cfg.data, cfg.model, cfg.train, Path(manifest).read_text(), pre_hash, code_hash())
-    loss_fn = SegmentationLoss(cfg.train.lambda_bce, cfg.train.lambda_softiou)
-    stage = Stage("train", model, net, opt, sched, _train_step(loss_fn, cfg.train.aux_weight if cfg.model.deep_supervision else 0.0), cfg.train.epochs, cfg.train.batch_size,
-                  cfg.train.ckpt_every, cfg.train.eval_every, cfg.train.steps_per_epoch)
-    run_loop(stage, cfg, info, device, train_ds, test_ds, Path(ckpt_dir)/"train.pt", live_dir, fp, log)
-    out = None
-    if info.main:
-        out = Path(out_dir)/"model.pt"
-        stats = json.loads(Path(manifest).read_text()).get("stats")
-        save_trained(net, cfg, stats, out, epochs=cfg.train.epochs, fingerprint=fp)
-        log.info(f"train: weights -> {out}")
-    if info.world > 1: dist.barrier()
-    return out
+    with _stage(cfg, out_dir, "train") as (info, device, log):
+        train_ds = IRSTDDataset(manifest, "train", crop=cfg.data.crop, train=True, seed=cfg.base.seed)
+        test_ds = IRSTDDataset(manifest, "test", train=False) if info.main and cfg.train.eval_every else None
+        net = train_model(cfg, pretrained if cfg.train.pretrained else None, log)
+        model = wrap_model(net, info, device, cfg.base.channels_last, cfg.base.compile)
+        opt, sched = train_optimizer(net, cfg, cfg.train.epochs * steps_per_epoch(train_ds, cfg.train))
+        pre_hash = weights_hash(net.encoder_state_dict()) if cfg.train.pretrained else "none"  # before any step
+        fp = run_fingerprint("train", cfg, manifest, pre_hash)
+        loss_fn = SegmentationLoss(cfg.train.lambda_bce, cfg.train.lambda_softiou)
+        step_fn = _train_step(loss_fn, cfg.train.aux_weight if cfg.model.deep_supervision else 0.0)
+        stage = Stage("train", model, net, opt, sched, step_fn, cfg.train.epochs, cfg.train.batch_size,
+                      cfg.train.ckpt_every, cfg.train.eval_every, cfg.train.steps_per_epoch)
+        ckpt_path = checkpoint_path(ckpt_dir, "train", fp)
+        run_loop(stage, cfg, info, device, train_ds, test_ds, ckpt_path, live_dir, fp, log)
+        out = None
+        if info.main:
+            out = Path(out_dir)/"model.pt"
+            stats = json.loads(Path(manifest).read_text()).get("stats")
+            save_trained(net, cfg, stats, out, epochs=cfg.train.epochs, fingerprint=fp)
+            log.info(f"train: weights -> {out}")
+            _finished(ckpt_path, "train", log)
+        if info.world > 1: dist.barrier()
+        return out
 
 # %% ../nbs/13_train.ipynb #1dac5ce1
 def run_stage(stage_fn, # run_pretrain or run_train

@@ -49,8 +49,8 @@ def test_deterministic_training_twice_same_weights(data, precision):
     "Deterministic mode raises on any op without a deterministic CUDA kernel; two runs give identical weights."
     if precision == "bf16" and not torch.cuda.is_bf16_supported(): pytest.skip("this GPU has no bf16")
     tmp, manifest = data
-    a = torch.load(run(tmp, manifest, precision, f"{precision}_a"), weights_only=False)["state"]
-    b = torch.load(run(tmp, manifest, precision, f"{precision}_b"), weights_only=False)["state"]
+    a = torch.load(run(tmp, manifest, precision, f"{precision}_a"), weights_only=True)["state"]
+    b = torch.load(run(tmp, manifest, precision, f"{precision}_b"), weights_only=True)["state"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.isfinite(v).all() for v in a.values() if v.is_floating_point())
 
@@ -59,7 +59,7 @@ def test_deterministic_training_twice_same_weights(data, precision):
 def test_channels_last_and_compile_on_cuda(data, how):
     "The throughput settings run both stages on CUDA in deterministic mode, with finite weights at the end."
     tmp, manifest = data
-    state = torch.load(run(tmp, manifest, "auto", "_".join(how), **how), weights_only=False)["state"]
+    state = torch.load(run(tmp, manifest, "auto", "_".join(how), **how), weights_only=True)["state"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 

@@ -228,7 +228,7 @@ def test_console_script_no_traceback(tmp_path):
 # 7. normalize, unpadded test items, training items unchanged
 
 def _golden_ds(root):
-    "The dataset the training hashes below were recorded on (with the code before this change)."
+    "A small seeded dataset; GOLDEN holds the hashes of its training items (crop size / epoch / index) as recorded."
     rng = np.random.default_rng(7)
     names = {"train": ["t0", "t1", "t2"], "test": ["s0"]}
     for s, ns in names.items():

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dgspnet.config import read_paper_tables
 from dgspnet.experiments import (ablation_tables, dvc_reads, exp_cli, exp_parser, load_presets, parse_exp_show,
                                  run_ablation_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "exp_show_dvc3.67.1.json"
-TABLES = ROOT.parent / "shared" / "reference" / "paper_tables.yaml"
 BIN = Path(sys.executable).parent
 
 
@@ -198,8 +198,7 @@ def test_parse_real_exp_show():
 
 
 def test_ablation_tables_against_paper():
-    if not TABLES.exists(): pytest.skip(f"{TABLES} not found (it sits beside the repository in this workspace)")
-    paper = yaml.safe_load(TABLES.read_text())
+    paper = read_paper_tables()
     t = ablation_tables(runs_on("IRSTD-1K"), paper)
     t2 = t["Table 2, IRSTD-1K"]
     assert list(t2.index) == list(paper["table2_prompt_modules"]["rows"])
@@ -210,12 +209,11 @@ def test_ablation_tables_against_paper():
 
 
 def test_ablation_report(tmp_path, monkeypatch):
-    if not TABLES.exists(): pytest.skip(f"{TABLES} not found")
     monkeypatch.chdir(ROOT)
     show = tmp_path / "show.json"
     show.write_text(json.dumps([{**b, "experiments": b["experiments"]} for b in json.loads(FIXTURE.read_text())])
                     .replace("outputs/synthetic", "data/IRSTD-1K"))
-    md = run_ablation_report(tmp_path / "out", TABLES, exp_show_json=str(show)).read_text()
+    md = run_ablation_report(tmp_path / "out", exp_show_json=str(show)).read_text()
     rows = [[v.strip() for v in l.strip("|").split("|")] for l in md.splitlines() if l.startswith("|")]
     assert ["0-0-0", "done", "55.00", "65.31", "-10.31"] in [r[:5] for r in rows]
     assert ["4", "queued"] in [r[:2] for r in rows] and ["1-1-1", "not run yet"] in [r[:2] for r in rows]

@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
 
 TINY = {
     "base": {"seed": 0, "device": "cpu", "threads": 1, "nproc": 1, "deterministic": True},
-    "data": {"source": "outputs/synthetic", "skip_bad": False, "resize_masks": False, "crop": 32, "num_workers": 0,
+    "data": {"source": "outputs/synthetic", "skip_bad": False, "resize_masks": False, "splits": None, "crop": 32, "num_workers": 0,
              "synthetic": {"n_train": 8, "n_test": 4, "size": 32, "seed": 0}},
     "model": {"widths": [4, 8, 16, 32, 64], "n_fine_tokens": 2, "tgca": True, "cross_attn": True, "tgsa": True,
               "clip_weights": "none", "extra": {}},
@@ -114,7 +114,12 @@ def stage_cmds(d: Path, p: dict, pretrain=True):
 
 
 def weights(d: Path) -> dict:
-    return torch.load(d / "outputs/train/model.pt", weights_only=False)["state"]
+    return torch.load(d / "outputs/train/model.pt", weights_only=True)["state"]
+
+
+def checkpoints(d: Path) -> list:
+    "The resumable checkpoints in the default checkpoint folder of `d`."
+    return sorted((d / "outputs/checkpoints").glob("*.pt"))
 
 
 RESUME = params(data={"synthetic": {"n_train": 16, "n_test": 4, "size": 32, "seed": 0}},
@@ -155,7 +160,8 @@ def test_kill_and_resume(reference_run, tmp_path):
         time.sleep(0.02)
     assert proc.poll() is None, "training finished before it could be killed"
     proc.send_signal(signal.SIGKILL); proc.wait()
-    done = int(torch.load(d / "outputs/checkpoints/train.pt", weights_only=False)["epoch"])
+    ck, = checkpoints(d)  # the run's own: train-<params+data fingerprint>.pt
+    done = int(torch.load(ck, weights_only=True)["epoch"])
     assert 0 < done < 6
     r = run(cmd, d)
     m = re.search(r"resuming from checkpoint \S+ at epoch (\d+)", r.stderr)
@@ -168,6 +174,57 @@ def test_kill_and_resume(reference_run, tmp_path):
     col = lines[0].split("\t").index("step")
     steps = [l.split("\t")[col] for l in lines[1:]]
     assert steps == [str(i) for i in range(1, 7)]  # every epoch logged once
+    assert checkpoints(d) == []  # a finished run deletes its checkpoint
+
+
+def test_other_run_between_pause_and_resume(reference_run, tmp_path):
+    "Run A pauses, run B (other params) runs to its end in the same folders, A resumes and ends as an unpaused A."
+    d = tmp_path / "aba"
+    cmd = stage_cmds(d, RESUME)
+    paused = json.loads(json.dumps(RESUME))
+    paused["base"]["max_minutes"] = 1e-9  # stops after its first step
+    (d / "params.yaml").write_text(yaml.safe_dump(paused))
+    r = run(cmd, d, check=False)
+    assert r.returncode == 75 and "train: paused at epoch 1/6, step 1 " in r.stderr, r.stderr[-3000:]
+    ck_a, = checkpoints(d)
+    a_bytes = ck_a.read_bytes()
+    other = json.loads(json.dumps(RESUME))
+    other["train"].update(epochs=2, lr=0.002)
+    (d / "params.yaml").write_text(yaml.safe_dump(other))
+    r = run(cmd, d)
+    assert "resuming" not in r.stderr and "train epoch 2/2" in r.stderr, r.stderr[-3000:]
+    assert checkpoints(d) == [ck_a] and ck_a.read_bytes() == a_bytes  # B deleted its own, left A's alone
+    (d / "params.yaml").write_text(yaml.safe_dump(RESUME))
+    r = run(cmd, d)
+    assert f"resuming from checkpoint {ck_a.relative_to(d)} at epoch 0 step 1 of 6" in r.stderr, r.stderr[-3000:]
+    wa, wb = weights(reference_run), weights(d)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert checkpoints(d) == []
+
+
+def test_one_writer_per_output_folder(tmp_path):
+    "A second dgspnet_train into the folders of a running one stops at once, naming it; the first ends normally."
+    d = tmp_path / "two"
+    p = json.loads(json.dumps(RESUME))
+    p["train"].update(epochs=8, eval_every=0)
+    cmd = stage_cmds(d, p)
+    first = subprocess.Popen(cmd, cwd=d, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    holder = d / "outputs/train.lock.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and first.poll() is None and not holder.exists(): time.sleep(0.05)
+    assert first.poll() is None and holder.exists(), "the first run did not take the lock"
+    t0 = time.time()
+    second = run(cmd, d, check=False)
+    took = time.time() - t0
+    last = second.stderr.strip().splitlines()[-1]
+    assert second.returncode != 0 and "another run is writing into this folder" in last, second.stderr[-3000:]
+    assert f"(pid {first.pid} on " in last and ", started " in last and str(d / "outputs/train") in last, last
+    assert "epoch 1/" not in second.stderr, second.stderr[-3000:]
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0 and "train epoch 8/8" in err, err[-3000:]
+    lines = (d / "results/train/plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert len(lines) == 1 + 8  # every epoch logged once, by the first run only
+    assert not holder.exists() and took < 120, took
 
 
 def test_torchrun_two_processes_match_one(tmp_path):

@@ -42,7 +42,7 @@ def model(tmp_path_factory):
     with torch.no_grad(): net.head.weight.zero_(); net.head.bias.fill_(5.0)
     save_trained(net, cfg, {"mean": 0.3, "std": 0.1}, d/"model.pt")
     torch.save(dict(state=net.encoder_state_dict(), fingerprint="f", config=cfg.to_dict()), d/"encoder.pt")
-    ck = torch.load(d/"model.pt", weights_only=False); ck["config"]["model"]["widths"] = [8, 16, 32, 64, 128]
+    ck = torch.load(d/"model.pt", weights_only=True); ck["config"]["model"]["widths"] = [8, 16, 32, 64, 128]
     torch.save(ck, d/"misfit.pt")
     ck["config"]["model"]["widths"] = TINY["model"]["widths"]; ck["config"]["model"]["clip_weights"] = str(d/"no_clip.pt")
     torch.save(ck, d/"needs_clip.pt")

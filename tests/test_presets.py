@@ -1,16 +1,18 @@
-"""The paper presets carry exactly the paper's settings (../shared/reference/paper_tables.yaml, transcribed from the PDF);
-every key a preset sets or the README names is in params.yaml (`dvc exp run -S` only changes keys the file has)."""
-import re
+"""The paper presets carry exactly the paper's settings (configs/paper_tables.yaml, transcribed from the paper), and
+that copy has the numbers of the workspace's reference transcription where one is beside the repository; every key
+a preset sets or the README names is in params.yaml (`dvc exp run -S` only changes keys the file has)."""
+import os, re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from dgspnet.config import apply_overrides, config_from_dict
+from dgspnet.config import PAPER_TABLES, apply_overrides, config_from_dict, read_paper_tables
 from dgspnet.experiments import load_presets
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = ROOT.parent / "shared" / "reference" / "paper_tables.yaml"
+# the workspace's reference transcription, where it is (beside the repository, or in $DGSPNET_REFERENCE)
+REFERENCE = Path(os.environ.get("DGSPNET_REFERENCE", ROOT.parent / "shared" / "reference")) / "paper_tables.yaml"
 PRESETS = load_presets(ROOT / "configs" / "experiments.yaml")
 PAPER = [n for n in PRESETS if n.startswith("paper-")]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -44,8 +46,19 @@ def test_preset_keys_are_in_params():
 
 @pytest.fixture(scope="module")
 def paper():
-    if not TABLES.exists(): pytest.skip(f"{TABLES} not found (it sits beside the repository in this project's workspace)")
-    return yaml.safe_load(TABLES.read_text())
+    return read_paper_tables()
+
+
+def test_paper_tables_are_the_reference_numbers(paper):
+    "The repository's copy holds the numbers of the workspace's reference file, table by table (plus its citation)."
+    if not REFERENCE.is_file():
+        pytest.skip(f"{REFERENCE} not found: no reference transcription here (set DGSPNET_REFERENCE to its folder)")
+    assert PAPER_TABLES == ROOT / "configs" / "paper_tables.yaml"
+    ref = yaml.safe_load(REFERENCE.read_text())
+    assert set(paper) == set(ref) | {"paper"} and paper["paper"]["arxiv"] == "2511.19306"
+    for table, facts in ref.items():  # each table of ours: the reference's entries, plus where in the paper it is
+        assert {k: v for k, v in paper[table].items() if k != "source"} == facts, table
+        assert paper[table]["source"].startswith(("Table", "Sec.")), table
 
 
 def resolved(name):

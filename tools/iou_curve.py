@@ -1,9 +1,10 @@
 """Test IoU and nIoU over training epochs of a kept run, from its dvclive folder, beside the paper's Table 1 IoU.
 
-    python results/iou_curve.py results/nuaa-sirst-cpu-100 --paper 80.32
+    python tools/iou_curve.py results/nuaa-sirst-cpu-100
 
 Reads <run>/train/plots/metrics/test/{IoU,nIoU}.tsv (fractions, logged every train.eval_every epochs) and writes
-<run>/iou_curve.png.
+<run>/iou_curve.png. The paper's IoU for the run's dataset (the last folder of `data.source` in <run>/params.yaml)
+comes from configs/paper_tables.yaml (`dgspnet.evaluate.paper_row`); a dataset the paper does not report gets no line.
 """
 import argparse, csv
 from pathlib import Path
@@ -11,6 +12,9 @@ from pathlib import Path
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import yaml
+
+from dgspnet.evaluate import paper_row
 
 
 def read_tsv(path:Path) -> tuple:
@@ -21,16 +25,22 @@ def read_tsv(path:Path) -> tuple:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", type=Path); ap.add_argument("--paper", type=float, help="the paper's IoU (%%) for this dataset")
+    ap.add_argument("run", type=Path, help="a kept run's folder under results/")
     a = ap.parse_args()
+    dataset = Path(yaml.safe_load((a.run / "params.yaml").read_text())["data"]["source"]).name
+    paper = paper_row(dataset)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for name in ("IoU", "nIoU"):
         x, y = read_tsv(a.run / "train" / "plots" / "metrics" / "test" / f"{name}.tsv")
         ax.plot(x, y, marker="o", ms=3, label=f"test {name} (last {y[-1]:.1f})")
-    if a.paper: ax.axhline(a.paper, color="grey", ls="--", lw=1, label=f"paper, Table 1 IoU ({a.paper})")
+    if paper:
+        iou = paper["IoU_pct"]
+        ax.axhline(iou, color="grey", ls="--", lw=1, label=f"paper, Table 1 IoU ({iou})")
     ax.set(xlabel="training epoch", ylabel="%", ylim=(0, 100), title=f"{a.run.name}: test metrics during training")
-    ax.grid(alpha=0.3); ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout(); fig.savefig(a.run / "iou_curve.png", dpi=110)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(a.run / "iou_curve.png", dpi=110)
     print(a.run / "iou_curve.png")
 
 
