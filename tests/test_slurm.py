@@ -112,17 +112,41 @@ def test_requeued_job_resumes_exactly(cluster, tmp_path):
     assert m["paused"][0] and m["paused"] == m["whole"]  # the same metrics and the same weights, byte for byte
 
 
+def fake_commands(d: Path, **scripts) -> dict:
+    "An environment whose PATH finds the shell `scripts` (name -> body) in folder `d` first; $OUT is `d`."
+    d.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        (d / name).write_text("#!/bin/sh\n" + body)
+        (d / name).chmod(0o755)
+    return dict(env(), OUT=str(d), PATH=f"{d}{os.pathsep}{env()['PATH']}")
+
+
+def job_torchrun(d: Path, port: int) -> list:
+    "The DGSPNET_TORCHRUN that slurm/exp.sbatch exports in a 2-node job (on nodes localhost, vm2), as words."
+    e = fake_commands(d, dvc='printf "%s" "$DGSPNET_TORCHRUN" > "$OUT/torchrun"\n',
+                      scontrol='[ "$*" = "show hostnames localhost,vm2" ] && printf "localhost\\nvm2\\n"\n')
+    e.update(SLURM_JOB_ID="7", SLURM_NNODES="2", SLURM_JOB_NODELIST="localhost,vm2", DGSPNET_RDZV_PORT=str(port),
+             DGSPNET_CKPT_ROOT=str(d / "ckpt"))
+    r = subprocess.run(["bash", SLURM / "exp.sbatch", "-n", "x"], cwd=ROOT, env=e, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return (d / "torchrun").read_text().split()
+
+
 def test_two_node_rendezvous_step_matches_one_process(tmp_path):
-    "Two torchrun launchers (two 'nodes', gloo, c10d rendezvous) train one step to the single-process weights."
+    "The job script's torchrun on two 'nodes' (two launchers on localhost, gloo, c10d) trains one step as 1 process."
     p = tiny_params(data={"synthetic": {"n_train": 8, "n_test": 2, "size": 32, "seed": 0}},
                     train={"epochs": 1, "steps_per_epoch": 1, "eval_every": 0})
     one, two = tmp_path / "one", tmp_path / "two"
     run(stage_cmds(one, p), one)
     train = stage_cmds(two, p)
     port = 29400 + os.getpid() % 500
-    rdzv = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--rdzv_backend=c10d",
-            f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=test"]
-    # node 0: the stage relaunches itself with the job script's launcher; node 1: the same torchrun, started by hand
+    words = job_torchrun(tmp_path / "job", port)
+    assert words == ["srun", "--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "python", "-m",
+                     "torch.distributed.run", "--nnodes=2", "--rdzv_backend=c10d",
+                     f"--rdzv_endpoint=localhost:{port}", "--rdzv_id=7"], words
+    # srun starts one such torchrun per node; here node 0 is the stage relaunching itself with it, node 1 a second
+    # launcher started by hand (the job's `python` is the environment's)
+    rdzv = [sys.executable, *words[words.index("python") + 1:]]
     e0 = dict(env(), DGSPNET_TORCHRUN=" ".join(rdzv))
     node0 = subprocess.Popen(train, cwd=two, env=e0, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node1 = subprocess.run([*rdzv, "--nproc_per_node=1", "--no-python", shutil.which(train[0], path=e0["PATH"]),
@@ -144,13 +168,9 @@ def test_two_node_rendezvous_step_matches_one_process(tmp_path):
 
 def test_table_is_one_array_and_each_task_runs_its_row(tmp_path):
     "slurm/table.sh submits Table 2 x seeds as one array; array task i runs row i as PRESET-seedN (no Slurm needed)."
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "sbatch").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$OUT/sbatch.args"\n'
-                                 'printf "%s" "$DGSPNET_ARRAY" > "$OUT/array"\necho 123\n')
-    (fake / "dvc").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$OUT/dvc.args"\n')
-    for f in fake.iterdir(): f.chmod(0o755)
-    e = dict(env(), OUT=str(tmp_path), PATH=f"{fake}{os.pathsep}{env()['PATH']}")
+    e = fake_commands(tmp_path, sbatch='printf "%s\\n" "$@" > "$OUT/sbatch.args"\n'
+                                       'printf "%s" "$DGSPNET_ARRAY" > "$OUT/array"\necho 123\n',
+                      dvc='printf "%s\\n" "$@" > "$OUT/dvc.args"\n')
     sets = ["--set", "data.source=outputs/synthetic", "--set", "model.clip_weights=none"]
     r = subprocess.run(["bash", SLURM / "table.sh", "table2", "--seeds", "0", "1", "--at-once", "2", "--time=5",
                         "--", *sets], cwd=ROOT, env=e, capture_output=True, text=True)
