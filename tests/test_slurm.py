@@ -1,8 +1,9 @@
 """The Slurm job scripts (slurm/) on a real one-node Slurm cluster, and a two-node torchrun rendezvous on localhost.
 
 test_requeued_job_resumes_exactly configures a Slurm cluster on this machine (slurm/localcluster.sh: slurmctld,
-slurmd and munged, as root) and is skipped, with the reason, where Slurm or root is missing (CI). It takes about
-five minutes. Run only these tests with
+slurmd and munged, as root) and is skipped, with the reason, where Slurm or root is missing (CI); it takes about two
+minutes. The other two need no Slurm (fake sbatch, scontrol and dvc commands; two torchrun launchers on localhost)
+and take about half a minute each. Run only these tests, with what they print, by
 
     pytest -q -s tests/test_slurm.py
 """
