@@ -4,7 +4,7 @@
 
 # %% ../nbs/12a_distributed.ipynb #336014ca
 from __future__ import annotations
-import os, random, shutil, subprocess, sys, warnings
+import os, random, shlex, shutil, subprocess, sys, warnings
 from dataclasses import dataclass
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .runtime import pick_device
 
 # %% auto #0
-__all__ = ['DistInfo', 'init_distributed', 'process_group_backend', 'relaunch_under_torchrun', 'DistBatchNorm2d',
+__all__ = ['TORCHRUN_ENV', 'DistInfo', 'init_distributed', 'process_group_backend', 'relaunch_under_torchrun', 'DistBatchNorm2d',
            'convert_batchnorm', 'gather_batch', 'mean_over_ranks', 'make_loader', 'wrap_model', 'unwrap']
 
 # %% ../nbs/12a_distributed.ipynb #124a15d3
@@ -43,16 +43,19 @@ def process_group_backend(device:torch.device) -> str:
     return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 # %% ../nbs/12a_distributed.ipynb #afba6c22
-def relaunch_under_torchrun(nproc:int, # processes (base.nproc)
+TORCHRUN_ENV = "DGSPNET_TORCHRUN"  # the launch command for several nodes (set by slurm/exp.sbatch)
+
+def relaunch_under_torchrun(nproc:int, # processes per node (base.nproc)
                             argv=None, # the console script and its arguments (default sys.argv)
                            ) -> int|None:
-    "If `nproc > 1` and we are not under torchrun yet, rerun this command with torchrun and return its exit code."
-    if nproc <= 1 or "LOCAL_RANK" in os.environ: return None
+    "If `nproc > 1` or `DGSPNET_TORCHRUN` is set, and we are not under torchrun yet, rerun this command under torchrun."
+    launcher = shlex.split(os.environ.get(TORCHRUN_ENV, ""))
+    if (nproc <= 1 and not launcher) or "LOCAL_RANK" in os.environ: return None
     argv = list(argv or sys.argv)
     script = shutil.which(argv[0]) or argv[0]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "--no-python", script, *argv[1:]]
-    return subprocess.call(cmd)
+    launcher = launcher or [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return subprocess.call([*launcher, f"--nproc_per_node={nproc}", "--no-python", script, *argv[1:]])
+
 
 # %% ../nbs/12a_distributed.ipynb #89868be9
 def _dist_nn(name:str):

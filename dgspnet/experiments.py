@@ -11,10 +11,11 @@ import yaml
 from .config import PAPER_TABLES, ConfigError, UserError, config_from_dict, read_paper_tables, read_yaml
 
 # %% auto #0
-__all__ = ['DESCRIPTION', 'METRICS_FILE', 'METRIC_KEYS', 'TABLE2_DATASETS', 'load_presets', 'preset_descriptions', 'dvc_reads',
-           'parse_set', 'merge_overrides', 'exp_command', 'StartError', 'check_preset', 'stage_outputs', 'check_start',
-           'run_restoring', 'dvc_check', 'workspace_busy', 'ExpRun', 'parse_exp_show', 'ablation_tables',
-           'markdown_table', 'exp_show', 'run_ablation_report', 'exp_parser', 'exp_cli']
+__all__ = ['DESCRIPTION', 'METRICS_FILE', 'METRIC_KEYS', 'SEED_NAME', 'TABLE2_DATASETS', 'load_presets', 'preset_descriptions',
+           'dvc_reads', 'parse_set', 'merge_overrides', 'exp_command', 'StartError', 'check_preset', 'stage_outputs',
+           'check_start', 'run_restoring', 'dvc_check', 'workspace_busy', 'ExpRun', 'parse_exp_show', 'is_run_of',
+           'mean_over_seeds', 'ablation_tables', 'markdown_table', 'exp_show', 'run_ablation_report', 'exp_parser',
+           'exp_cli']
 
 # %% ../nbs/16_experiments.ipynb #e67acbf5
 DESCRIPTION = "description"  # the one key of a preset that is not a `group.key` override (shown by --list)
@@ -283,12 +284,41 @@ def parse_exp_show(show:list, # `dvc exp show --json`, parsed
                                    _paper_units(mets) if status == "success" else {}))
     return runs
 
+# %% ../nbs/16_experiments.ipynb #8464d23a
+SEED_NAME = re.compile(r"(?P<preset>.+)-seed(?P<seed>\d+)")  # one seed of a preset (slurm/table.sh --seeds)
+
+def is_run_of(run:ExpRun, name:str) -> bool:
+    "Whether `run` is an experiment of preset `name`: named `name`, or `name-seedN`."
+    m = SEED_NAME.fullmatch(run.name)
+    return run.name == name or bool(m and m["preset"] == name)
+
+def mean_over_seeds(runs:list, # `ExpRun`s
+                    name:str, # the preset of a table row
+                    dataset:str, # its dataset folder's name
+                   ) -> ExpRun|None:
+    "One run holding the mean metrics of the newest successful `name-seedN` of each seed; None without one."
+    newest = {}
+    for r in runs:
+        m = SEED_NAME.fullmatch(r.name)
+        if m and m["preset"] == name and r.status == "success" and r.dataset.lower() == dataset.lower():
+            s = int(m["seed"])
+            if s not in newest or (r.timestamp or "") > (newest[s].timestamp or ""): newest[s] = r
+    if not newest: return None
+    seeds, last = sorted(newest), max(newest.values(), key=lambda r: r.timestamp or "")
+    metrics = {c: sum(newest[s].metrics[c] for s in seeds) / len(seeds) for c in METRIC_KEYS
+               if all(c in newest[s].metrics for s in seeds)}
+    return ExpRun(f"{name}, mean of seeds {','.join(map(str, seeds))}", "success", last.rev, last.timestamp,
+                  last.params, metrics)
+
+
 # %% ../nbs/16_experiments.ipynb #ead74a6f
 TABLE2_DATASETS = ("IRSTD-1K", "NUDT-SIRST")  # the columns of Table 2; Table 3 is IRSTD-1K only
 
 def _pick(runs:list, name:str, dataset:str):
-    "The newest successful run of `name` on `dataset`, else the newest run of any status, else None."
-    same = [r for r in runs if r.name == name and r.dataset.lower() == dataset.lower()]
+    "The mean over the seeds of `name` on `dataset`, else its newest successful run, else its newest of any status."
+    seeded = mean_over_seeds(runs, name, dataset)
+    if seeded: return seeded
+    same = [r for r in runs if is_run_of(r, name) and r.dataset.lower() == dataset.lower()]
     ok = [r for r in same if r.status == "success"]
     key = lambda r: r.timestamp or ""
     return max(ok, key=key) if ok else (max(same, key=key) if same else None)
