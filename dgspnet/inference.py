@@ -13,19 +13,29 @@ from .model import DGSPNet, pad_to_multiple
 from .metrics import SegmentationMetrics
 
 # %% auto #0
-__all__ = ['predict_normalized', 'predict_image', 'tile_starts', 'predict_tiled', 'scenes_of', 'predict_split', 'test_metrics',
-           'overlay']
+__all__ = ['to_channels_last', 'is_channels_last', 'predict_normalized', 'predict_image', 'tile_starts', 'predict_tiled',
+           'scenes_of', 'predict_split', 'test_metrics', 'overlay']
 
 # %% ../nbs/11b_inference.ipynb #afc39eea
+def to_channels_last(net:torch.nn.Module) -> torch.nn.Module:
+    "The net in eval mode with its 4-d weights in the channels_last (NHWC) memory format (in place)."
+    return net.eval().to(memory_format=torch.channels_last)
+
+def is_channels_last(net:torch.nn.Module) -> bool:
+    "True when a 4-d weight of the net is in channels_last format (weights of one input channel or 1x1 fit both)."
+    cl = torch.channels_last
+    return any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=cl) for p in net.parameters())
+
 @torch.no_grad()
 def predict_normalized(net:DGSPNet, # eval mode
                        x:torch.Tensor, # [B,1,H,W] normalized images, any H, W
                        scenes:Sequence[str]|None=None, # per-image scene words (None: the template's)
                       ) -> torch.Tensor:
-    "Probabilities [B,1,H,W] (float32): pad to a multiple of 32, forward, sigmoid, crop back."
+    "Probabilities [B,1,H,W] (float32): pad to a multiple of 32, forward (in the net's memory format), sigmoid, crop back."
     h, w = x.shape[-2:]
     dev = next(net.parameters()).device
-    logits = net(pad_to_multiple(x.to(dev)), scenes=scenes)
+    fmt = torch.channels_last if is_channels_last(net) else torch.contiguous_format
+    logits = net(pad_to_multiple(x.to(dev)).contiguous(memory_format=fmt), scenes=scenes)
     return torch.sigmoid(logits.float())[..., :h, :w]
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from .config import UserError
 from .data import check_intensity, read_frame
 from .text import ClipWeightsMissing
 from .checkpoint import CheckpointError, Trained, load_trained
-from .inference import overlay, predict_tiled
+from .inference import overlay, predict_tiled, to_channels_last
 
 # %% auto #0
 __all__ = ['FRAME_SUFFIXES', 'OUTPUT_KINDS', 'DETECTION_FIELDS', 'FRAME_FIELDS', 'PredictError', 'collect_frames',
@@ -152,6 +152,7 @@ def predict_frames(model, # a `Trained`, or the path of model.pt from the train 
     try: intensity = check_intensity(intensity)
     except UserError as e: raise PredictError(f"--{e}") from None
     trained = model if isinstance(model, Trained) else load_trained(model, pick_device(device))
+    to_channels_last(trained.net)
     threshold = trained.threshold if threshold is None else threshold
     if not 0 <= threshold < 1: raise PredictError(f"--threshold must be in [0, 1), got {threshold}")
     out.mkdir(parents=True, exist_ok=True)
