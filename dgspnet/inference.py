@@ -44,7 +44,8 @@ def predict_image(net:DGSPNet, # eval mode
                   stats:dict, # dict(mean, std) of the training split
                   scene:str|None=None, # the image's scene word, if the model was trained with scenes
                  ) -> np.ndarray:
-    "Probability map (H,W) of one image."
+    "Probability map (H,W) of one image; `net` may also be an exported model (`dgspnet.export.OnnxNet`)."
+    if not isinstance(net, torch.nn.Module): return net.predict_image(img)  # its graph holds stats and scene
     x = torch.from_numpy(np.ascontiguousarray(normalize(img, stats)))[None, None]
     return predict_normalized(net, x, None if not scene else [scene])[0, 0].cpu().numpy()
 
