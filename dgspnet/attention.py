@@ -107,8 +107,8 @@ class TGSA(nn.Module):
         "w of Eq. 8, shape [B,1,h,w]; f_eot [B,d_t] (or [1,d_t])."
         B, _, h, w = f.shape
         t = self.mlp_txt(f_eot).expand(B, -1)                   # t of Eq. 7, [B,dc]
-        hid = F.relu(self.mlp_vis[0](f)).permute(0, 2, 3, 1).reshape(B, h * w, -1)  # MLP_vis layer 1, [B,h*w,dc]
-        # (positions by channels: a view, not a copy, when f is channels_last, the layout inference runs in)
+        hid = F.relu(self.mlp_vis[0](f), inplace=True).permute(0, 2, 3, 1).reshape(B, h * w, -1)  # [B,h*w,dc]
+        # the first layer of MLP_vis, positions by channels: a view, not a copy, when f is channels_last
         # <v, t> with v = W2 hid + b2 (last layer of MLP_vis) equals (W2^T t) . hid + b2 . t: the same numbers
         # without computing v at every position (half the FLOPs of MLP_vis at full resolution)
         last = self.mlp_vis[2]

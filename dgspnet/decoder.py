@@ -45,7 +45,7 @@ class DecoderStage(nn.Module):
     def forward(self, f:torch.Tensor, d:torch.Tensor|None=None, f_eot:torch.Tensor|None=None):
         "Returns (f_d^(i-1), TGSA map or None); `d` is None for the deepest stage."
         fused = self.lateral(f)
-        if d is not None: fused = fused + upsample_fused(d, f.shape[-2:])
+        if d is not None: fused = fused.add_(upsample_fused(d, f.shape[-2:]))  # in place: one full-size tensor less
         a = None
         if self.tgsa is not None:
             if f_eot is None: raise ValueError("this decoder stage uses TGSA and needs the [eot] text feature")

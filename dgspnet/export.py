@@ -68,7 +68,7 @@ def export_onnx(trained:Trained, # a trained model (`dgspnet.checkpoint.load_tra
 
 # %% ../nbs/17_export.ipynb #964a6026
 class OnnxNet:
-    "An exported DGSPNet run by onnxruntime: `predict_image(img)` -> probability map, like `dgspnet.inference.predict_image`."
+    "An exported DGSPNet run by onnxruntime: `predict_image(img)` -> probability map (as `dgspnet.inference`'s)."
     def __init__(self, path, # .onnx file written by `export_onnx`
                  threads:int=0, # intra-op threads (0: onnxruntime's default)
                 ):

@@ -31,7 +31,7 @@ def predict_normalized(net:DGSPNet, # eval mode
                        x:torch.Tensor, # [B,1,H,W] normalized images, any H, W
                        scenes:Sequence[str]|None=None, # per-image scene words (None: the template's)
                       ) -> torch.Tensor:
-    "Probabilities [B,1,H,W] (float32): pad to a multiple of 32, forward (in the net's memory format), sigmoid, crop back."
+    "Probabilities [B,1,H,W] (float32): pad to a multiple of 32, forward (in the net's layout), sigmoid, crop back."
     h, w = x.shape[-2:]
     dev = next(net.parameters()).device
     fmt = torch.channels_last if is_channels_last(net) else torch.contiguous_format
