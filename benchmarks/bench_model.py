@@ -130,7 +130,7 @@ LANGUAGE = ("inversion", "prompt", "re_encoder.layers.0.attn", "re_encoder.layer
 def profile_markdown(prof:dict, load:tuple, threads:int, batch:int) -> str:
     "The profile as a markdown table: time and FLOPs per module and their shares, the language branch's rows marked."
     tot = prof["total"]
-    lines = [f"# DGSPNet per-module profile (default widths, 256x256, batch {batch}, {threads} threads, channels_last)",
+    lines = [f"## DGSPNet per-module profile (default widths, 256x256, batch {batch}, {threads} thread(s), channels_last)",
              "", f"Load average while measuring: {load} (a shared machine: other processes ran beside).", "",
              "| module | language branch | ms/img | share of time | GFLOP/img | share of FLOPs |", "|---|---|---|---|---|---|"]
     for n, r in prof.items():
@@ -234,8 +234,6 @@ def main():
         runs[f"threads_{n}"] = dict(forward_ms_per_image=fwd, speedup_over_before_nchw=speedup, **extra,
                                     language_branch_overhead=over, profile_full_b4=prof, text_encoder_alone=text,
                                     loadavg_after=[round(v, 2) for v in os.getloadavg()])
-        md = Path(a.out).with_name("model_profile.md")
-        md.write_text(profile_markdown(prof, runs[f"threads_{n}"]["loadavg_after"], n, 4))
         print(f"threads={n}", json.dumps(runs[f"threads_{n}"]), flush=True)
     best = lambda r: max((v["b4"] for k, v in r["speedup_over_before_nchw"].items() if k in ("full", "full_compiled")),
                          default=None)
@@ -255,6 +253,8 @@ def main():
     )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    Path(a.out).with_name("model_profile.md").write_text("\n".join(
+        profile_markdown(r["profile_full_b4"], r["loadavg_after"], int(k.split("_")[1]), 4) for k, r in runs.items()))
     print("->", a.out)
 
 if __name__ == "__main__":
