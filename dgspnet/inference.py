@@ -30,12 +30,14 @@ def is_channels_last(net:torch.nn.Module) -> bool:
 def predict_normalized(net:DGSPNet, # eval mode
                        x:torch.Tensor, # [B,1,H,W] normalized images, any H, W
                        scenes:Sequence[str]|None=None, # per-image scene words (None: the template's)
+                       bf16:bool=False, # run the network under bfloat16 autocast (see below)
                       ) -> torch.Tensor:
     "Probabilities [B,1,H,W] (float32): pad to a multiple of 32, forward (in the net's layout), sigmoid, crop back."
     h, w = x.shape[-2:]
     dev = next(net.parameters()).device
     fmt = torch.channels_last if is_channels_last(net) else torch.contiguous_format
-    logits = net(pad_to_multiple(x.to(dev)).contiguous(memory_format=fmt), scenes=scenes)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = net(pad_to_multiple(x.to(dev)).contiguous(memory_format=fmt), scenes=scenes)
     return torch.sigmoid(logits.float())[..., :h, :w]
 
 @torch.no_grad()
@@ -43,11 +45,12 @@ def predict_image(net:DGSPNet, # eval mode
                   img:np.ndarray, # (H,W) intensities in [0,1] (`dgspnet.data.read_image`)
                   stats:dict, # dict(mean, std) of the training split
                   scene:str|None=None, # the image's scene word, if the model was trained with scenes
+                  bf16:bool=False, # bfloat16 autocast (PyTorch nets only)
                  ) -> np.ndarray:
     "Probability map (H,W) of one image; `net` may also be an exported model (`dgspnet.export.OnnxNet`)."
     if not isinstance(net, torch.nn.Module): return net.predict_image(img)  # its graph holds stats and scene
     x = torch.from_numpy(np.ascontiguousarray(normalize(img, stats)))[None, None]
-    return predict_normalized(net, x, None if not scene else [scene])[0, 0].cpu().numpy()
+    return predict_normalized(net, x, None if not scene else [scene], bf16)[0, 0].cpu().numpy()
 
 # %% ../nbs/11b_inference.ipynb #0b004dfa
 def tile_starts(length:int, # the frame's size along one axis
@@ -94,6 +97,7 @@ def scenes_of(batch:dict) -> list|None:
 def predict_split(net:DGSPNet, # eval mode is set here
                   ds, # a test-mode `IRSTDDataset`
                   progress:bool=False, # tqdm bar over the images
+                  bf16:bool=False, # bfloat16 autocast
                  ):
     "Yield (item, prob (h,w) numpy) over the dataset, each cropped to its image's size."
     net.eval()
@@ -101,7 +105,7 @@ def predict_split(net:DGSPNet, # eval mode is set here
         item = ds[i]
         h, w = (int(v) for v in item["size"])
         x = item["image"][None, :, :h, :w]
-        yield item, predict_normalized(net, x, scenes_of({"scene": [item.get("scene", "")]}))[0, 0].cpu().numpy()
+        yield item, predict_normalized(net, x, scenes_of({"scene": [item.get("scene", "")]}), bf16)[0, 0].cpu().numpy()
 
 def test_metrics(net:DGSPNet, ds, threshold:float=0.5) -> dict:
     "IoU, nIoU, Pd, Fa of `net` on a test-mode dataset."
