@@ -73,7 +73,9 @@ def compiled_model(model, size:int) -> tuple:
     cm, first = torch.compile(model), {}
     with torch.inference_mode():
         for b in (1, 4):
-            t = time.perf_counter(); cm(torch.randn(b, 1, size, size)); first[f"b{b}"] = round(time.perf_counter() - t, 1)
+            t = time.perf_counter()
+            cm(torch.randn(b, 1, size, size))
+            first[f"b{b}"] = round(time.perf_counter() - t, 1)
     return cm, first
 
 def onnx_runner(model, te):
@@ -107,7 +109,7 @@ def profile_modules(model, size:int, batch:int, repeats:int) -> dict:
         handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
     x = torch.randn(batch, 1, size, size)
     with torch.inference_mode():
-        model(x); model(x)
+        for _ in range(2): model(x)  # warm-up
         wall.clear()
         t = time.perf_counter()
         for _ in range(repeats): model(x)
@@ -121,7 +123,8 @@ def profile_modules(model, size:int, batch:int, repeats:int) -> dict:
     inner = sum(out[n]["ms_per_image"] for n in mods if n.startswith("decoder.stages"))
     out["decoder (upsampling and the rest)"] = dict(ms_per_image=round(out["decoder"]["ms_per_image"] - inner, 2),
                                                     gflops_per_image=0.0)
-    out["total"] = dict(ms_per_image=round(total * per, 2), gflops_per_image=round(fc.get_total_flops() / batch / 1e9, 4))
+    out["total"] = dict(ms_per_image=round(total * per, 2),
+                        gflops_per_image=round(fc.get_total_flops() / batch / 1e9, 4))
     return out
 
 LANGUAGE = ("inversion", "prompt", "re_encoder.layers.0.attn", "re_encoder.layers.1.attn", "cross_attention",
@@ -130,9 +133,11 @@ LANGUAGE = ("inversion", "prompt", "re_encoder.layers.0.attn", "re_encoder.layer
 def profile_markdown(prof:dict, load:tuple, threads:int, batch:int) -> str:
     "The profile as a markdown table: time and FLOPs per module and their shares, the language branch's rows marked."
     tot = prof["total"]
-    lines = [f"## DGSPNet per-module profile (default widths, 256x256, batch {batch}, {threads} thread(s), channels_last)",
+    lines = [f"## DGSPNet per-module profile (default widths, 256x256, batch {batch}, {threads} thread(s), "
+             "channels_last)",
              "", f"Load average while measuring: {load} (a shared machine: other processes ran beside).", "",
-             "| module | language branch | ms/img | share of time | GFLOP/img | share of FLOPs |", "|---|---|---|---|---|---|"]
+             "| module | language branch | ms/img | share of time | GFLOP/img | share of FLOPs |",
+             "|---|---|---|---|---|---|"]
     for n, r in prof.items():
         if n in ("total", "decoder"): continue
         lines.append(f"| {n} | {'yes' if n in LANGUAGE else ''} | {r['ms_per_image']:.2f} | "
@@ -180,7 +185,7 @@ def time_text_encoder(te, repeats:int) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", default="2", help="torch thread counts to measure with, comma separated (2: the target)")
+    ap.add_argument("--threads", default="2", help="torch thread counts, comma separated (2: the target)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--baseline", default=None, help="another checkout of this repository: its model is timed too")
@@ -249,7 +254,8 @@ def main():
         check=check, models=static, runs=runs,
         target=dict(min_speedup_b4_over_before_nchw=2.5, max_language_branch_overhead_b4=0.35,
                     met={k: dict(speedup=None if best(r) is None else best(r) >= 2.5,
-                                 language=r["language_branch_overhead"]["median"]["b4"] <= 0.35) for k, r in runs.items()}),
+                                 language=r["language_branch_overhead"]["median"]["b4"] <= 0.35)
+                         for k, r in runs.items()}),
     )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")

@@ -63,8 +63,8 @@ def test_predict_runtime_onnx_matches_torch(exported, tmp_path, monkeypatch, cap
     for name, shape in [("a.png", (40, 50)), ("b.png", (77, 64))]:
         Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(frames/name)
     for runtime, model in [("torch", "model.pt"), ("onnx", "model.onnx")]:
-        code, out, err = run(predict_cli, "dgspnet_predict", [exported/model, frames, tmp_path/runtime, "--runtime", runtime],
-                             monkeypatch, capsys)
+        argv = [exported/model, frames, tmp_path/runtime, "--runtime", runtime]
+        code, out, err = run(predict_cli, "dgspnet_predict", argv, monkeypatch, capsys)
         assert code == 0, err
         assert "2 frame(s) predicted" in out
     for name in ("a", "b"):
@@ -77,16 +77,19 @@ def test_user_mistakes_are_one_line(exported, tmp_path, monkeypatch, capsys):
     frames.mkdir()
     Image.fromarray(np.zeros((40, 50), np.uint8)).save(frames/"a.png")
     cases = [
-        (predict_cli, "dgspnet_predict", [exported/"model.pt", frames, tmp_path/"o1", "--runtime", "onnx"], "dgspnet_export"),
+        (predict_cli, "dgspnet_predict", [exported/"model.pt", frames, tmp_path/"o1", "--runtime", "onnx"],
+         "dgspnet_export"),
         (predict_cli, "dgspnet_predict", [exported/"model.onnx", frames, tmp_path/"o2"], "--runtime onnx"),
-        (predict_cli, "dgspnet_predict", [exported/"model.onnx", frames, tmp_path/"o3", "--runtime", "tf"], "--runtime"),
-        (predict_cli, "dgspnet_predict", [tmp_path/"none.onnx", frames, tmp_path/"o4", "--runtime", "onnx"], "no such ONNX file"),
+        (predict_cli, "dgspnet_predict", [exported/"model.onnx", frames, tmp_path/"o3", "--runtime", "tf"],
+         "--runtime"),
+        (predict_cli, "dgspnet_predict", [tmp_path/"none.onnx", frames, tmp_path/"o4", "--runtime", "onnx"],
+         "no such ONNX file"),
         (export_cli, "dgspnet_export", [tmp_path/"none.pt", tmp_path/"m.onnx"], "no such file"),
     ]
     for cli, prog, argv, says in cases:
         code, out, err = run(cli, prog, argv, monkeypatch, capsys)
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1, (argv, err)
     (tmp_path/"fake.onnx").write_text("not a model")
-    code, out, err = run(predict_cli, "dgspnet_predict", [tmp_path/"fake.onnx", frames, tmp_path/"o5", "--runtime", "onnx"],
-                         monkeypatch, capsys)
+    argv = [tmp_path/"fake.onnx", frames, tmp_path/"o5", "--runtime", "onnx"]
+    code, out, err = run(predict_cli, "dgspnet_predict", argv, monkeypatch, capsys)
     assert code == 2 and "dgspnet_export" in err and len(err.strip().splitlines()) == 1, err
