@@ -88,6 +88,7 @@ def onnx_runner(model, te):
     export_onnx(Trained(copy.deepcopy(model), config_from_dict({}), {"mean": 0.0, "std": 1.0}, {}), path)
     net = OnnxNet(path, threads=torch.get_num_threads())
     mb = round(path.stat().st_size / 2**20, 1)
+    path.unlink()  # the session holds the graph; the file is a quarter of a gigabyte
     return (lambda x: net.session.run(None, {"image": x.numpy().astype(np.float32)})), mb
 
 PROFILED = ("pre_encoder", "inversion", "prompt", "re_encoder.layers.{i}.convs", "re_encoder.layers.{i}.attn",
