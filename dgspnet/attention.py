@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['TGSA_NORMS', 'TGCA', 'masked_mean', 'TextCrossAttention', 'TGSA']
+__all__ = ['TGSA_NORMS', 'TGCA', 'masked_mean', 'attend', 'TextCrossAttention', 'TGSA']
 
 # %% ../nbs/09_attention.ipynb #cell005
 class TGCA(nn.Module):
@@ -42,6 +42,22 @@ def masked_mean(seq:torch.Tensor, # [B,L,D] token features
     m = mask.to(seq.dtype)[..., None]
     return (seq * m).sum(1) / m.sum(1).clamp_min(1)
 
+# %% ../nbs/09_attention.ipynb #a47138f8
+def attend(attn:nn.MultiheadAttention, # batch_first, no bias_k/bias_v/zero-attention; its weights are used
+           q:torch.Tensor, # [B,S,E] queries
+           kv:torch.Tensor, # [B,L,kdim] keys and values (one tensor)
+           key_mask:torch.Tensor|None=None, # [B,L] bool, True = a real token
+          ) -> torch.Tensor: # [B,S,E]
+    "`attn(q, kv, kv, key_padding_mask=~key_mask, need_weights=False)[0]`, via F.scaled_dot_product_attention."
+    E, H = attn.embed_dim, attn.num_heads
+    w = attn.in_proj_weight.chunk(3) if attn._qkv_same_embed_dim else (attn.q_proj_weight, attn.k_proj_weight,
+                                                                      attn.v_proj_weight)
+    b = (None,) * 3 if attn.in_proj_bias is None else attn.in_proj_bias.chunk(3)
+    heads = lambda t: t.unflatten(-1, (H, E // H)).transpose(1, 2)  # [B,H,len,E/H]
+    Q, K, V = heads(F.linear(q, w[0], b[0])), heads(F.linear(kv, w[1], b[1])), heads(F.linear(kv, w[2], b[2]))
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    return attn.out_proj(F.scaled_dot_product_attention(Q, K, V, attn_mask=mask).transpose(1, 2).flatten(2))
+
 # %% ../nbs/09_attention.ipynb #cell011
 class TextCrossAttention(nn.Module):
     "f5 positions attend to the prompt's tokens: LN(f5 + MHA(f5, text, text)), shape kept."
@@ -63,8 +79,9 @@ class TextCrossAttention(nn.Module):
         B, C, h, w = f.shape
         q = f.flatten(2).transpose(1, 2)
         seq = seq.expand(B, -1, -1)
-        pad = None if mask is None else ~mask.expand(B, -1)
-        out, att = self.attn(q, seq, seq, key_padding_mask=pad, need_weights=return_weights)
+        pad = None if mask is None else ~mask.expand(B, -1)  # for the weights, which only MHA's forward returns
+        if return_weights: out, att = self.attn(q, seq, seq, key_padding_mask=pad, need_weights=True)
+        else: out = attend(self.attn, q, seq, None if mask is None else mask.expand(B, -1))
         y = self.norm(q + out).transpose(1, 2).reshape(B, C, h, w)
         return (y, att) if return_weights else y
 
@@ -90,12 +107,13 @@ class TGSA(nn.Module):
         "w of Eq. 8, shape [B,1,h,w]; f_eot [B,d_t] (or [1,d_t])."
         B, _, h, w = f.shape
         t = self.mlp_txt(f_eot).expand(B, -1)                   # t of Eq. 7, [B,dc]
-        hid = F.relu(self.mlp_vis[0](f)).flatten(2)              # first layer of MLP_vis, [B,dc,h*w]
+        hid = F.relu(self.mlp_vis[0](f), inplace=True).permute(0, 2, 3, 1).reshape(B, h * w, -1)  # [B,h*w,dc]
+        # the first layer of MLP_vis, positions by channels: a view, not a copy, when f is channels_last
         # <v, t> with v = W2 hid + b2 (last layer of MLP_vis) equals (W2^T t) . hid + b2 . t: the same numbers
         # without computing v at every position (half the FLOPs of MLP_vis at full resolution)
         last = self.mlp_vis[2]
         u = t @ last.weight.flatten(1)                          # [B,dc]
-        logits = (torch.bmm(u[:, None], hid).view(B, h, w) + (t @ last.bias)[:, None, None]) / math.sqrt(self.dim)
+        logits = (torch.bmm(hid, u[:, :, None]).view(B, h, w) + (t @ last.bias)[:, None, None]) / math.sqrt(self.dim)
         if self.norm == "sigmoid": a = torch.sigmoid(logits)
         else:
             a = logits.flatten(1).softmax(-1).view(B, h, w)

@@ -17,7 +17,15 @@ from .blocks import ConvBlock, upsample_to
 from .attention import TGSA
 
 # %% auto #0
-__all__ = ['DecoderStage', 'Decoder', 'PredictionHead', 'DeconvBlock', 'ReconstructionDecoder']
+__all__ = ['upsample_fused', 'DecoderStage', 'Decoder', 'PredictionHead', 'DeconvBlock', 'ReconstructionDecoder']
+
+# %% ../nbs/10_decoder.ipynb #752e869b
+def upsample_fused(d:torch.Tensor, # [B,C,h,w] the deeper stage's output
+                   size:tuple, # (2h, 2w)
+                  ) -> torch.Tensor:
+    "Up of Eq. 6: `upsample_to` when gradients are recorded (deterministic CUDA backward), else `F.interpolate`."
+    if torch.is_grad_enabled() and d.requires_grad: return upsample_to(d, size)
+    return F.interpolate(d, size=size, mode="bilinear", align_corners=False)
 
 # %% ../nbs/10_decoder.ipynb #cell009
 class DecoderStage(nn.Module):
@@ -37,7 +45,7 @@ class DecoderStage(nn.Module):
     def forward(self, f:torch.Tensor, d:torch.Tensor|None=None, f_eot:torch.Tensor|None=None):
         "Returns (f_d^(i-1), TGSA map or None); `d` is None for the deepest stage."
         fused = self.lateral(f)
-        if d is not None: fused = fused + upsample_to(d, f.shape[-2:])  # bilinear x2 (deterministic on CUDA)
+        if d is not None: fused = fused.add_(upsample_fused(d, f.shape[-2:]))  # in place: one full-size tensor less
         a = None
         if self.tgsa is not None:
             if f_eot is None: raise ValueError("this decoder stage uses TGSA and needs the [eot] text feature")

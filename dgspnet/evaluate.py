@@ -21,7 +21,7 @@ from .data import IRSTDDataset
 from .metrics import SegmentationMetrics, pd_fa_curve, plot_pd_fa_curve
 from .model import pad_to_multiple
 from .checkpoint import load_trained
-from .inference import overlay, predict_split, scenes_of
+from .inference import overlay, predict_split, scenes_of, to_channels_last
 from .tokens import plot_token_words, token_words
 
 # %% auto #0
@@ -297,7 +297,7 @@ def evaluate(checkpoint, # model.pt from the train stage
     if threads: set_threads(threads)
     device = pick_device(device)
     trained = load_trained(checkpoint, device)
-    net, cfg = trained.net, trained.config
+    net, cfg = to_channels_last(trained.net), trained.config
     ev = settings or cfg.evaluate
     ds = IRSTDDataset(manifest, "test", train=False)
     met = SegmentationMetrics(threshold=ev.threshold)

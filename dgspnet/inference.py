@@ -13,19 +13,31 @@ from .model import DGSPNet, pad_to_multiple
 from .metrics import SegmentationMetrics
 
 # %% auto #0
-__all__ = ['predict_normalized', 'predict_image', 'tile_starts', 'predict_tiled', 'scenes_of', 'predict_split', 'test_metrics',
-           'overlay']
+__all__ = ['to_channels_last', 'is_channels_last', 'predict_normalized', 'predict_image', 'tile_starts', 'predict_tiled',
+           'scenes_of', 'predict_split', 'test_metrics', 'overlay']
 
 # %% ../nbs/11b_inference.ipynb #afc39eea
+def to_channels_last(net:torch.nn.Module) -> torch.nn.Module:
+    "The net in eval mode with its 4-d weights in the channels_last (NHWC) memory format (in place)."
+    return net.eval().to(memory_format=torch.channels_last)
+
+def is_channels_last(net:torch.nn.Module) -> bool:
+    "True when a 4-d weight of the net is in channels_last format (weights of one input channel or 1x1 fit both)."
+    cl = torch.channels_last
+    return any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=cl) for p in net.parameters())
+
 @torch.no_grad()
 def predict_normalized(net:DGSPNet, # eval mode
                        x:torch.Tensor, # [B,1,H,W] normalized images, any H, W
                        scenes:Sequence[str]|None=None, # per-image scene words (None: the template's)
+                       bf16:bool=False, # run the network under bfloat16 autocast (see below)
                       ) -> torch.Tensor:
-    "Probabilities [B,1,H,W] (float32): pad to a multiple of 32, forward, sigmoid, crop back."
+    "Probabilities [B,1,H,W] (float32): pad to a multiple of 32, forward (in the net's layout), sigmoid, crop back."
     h, w = x.shape[-2:]
     dev = next(net.parameters()).device
-    logits = net(pad_to_multiple(x.to(dev)), scenes=scenes)
+    fmt = torch.channels_last if is_channels_last(net) else torch.contiguous_format
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = net(pad_to_multiple(x.to(dev)).contiguous(memory_format=fmt), scenes=scenes)
     return torch.sigmoid(logits.float())[..., :h, :w]
 
 @torch.no_grad()
@@ -33,10 +45,12 @@ def predict_image(net:DGSPNet, # eval mode
                   img:np.ndarray, # (H,W) intensities in [0,1] (`dgspnet.data.read_image`)
                   stats:dict, # dict(mean, std) of the training split
                   scene:str|None=None, # the image's scene word, if the model was trained with scenes
+                  bf16:bool=False, # bfloat16 autocast (PyTorch nets only)
                  ) -> np.ndarray:
-    "Probability map (H,W) of one image."
+    "Probability map (H,W) of one image; `net` may also be an exported model (`dgspnet.export.OnnxNet`)."
+    if not isinstance(net, torch.nn.Module): return net.predict_image(img)  # its graph holds stats and scene
     x = torch.from_numpy(np.ascontiguousarray(normalize(img, stats)))[None, None]
-    return predict_normalized(net, x, None if not scene else [scene])[0, 0].cpu().numpy()
+    return predict_normalized(net, x, None if not scene else [scene], bf16)[0, 0].cpu().numpy()
 
 # %% ../nbs/11b_inference.ipynb #0b004dfa
 def tile_starts(length:int, # the frame's size along one axis
@@ -83,6 +97,7 @@ def scenes_of(batch:dict) -> list|None:
 def predict_split(net:DGSPNet, # eval mode is set here
                   ds, # a test-mode `IRSTDDataset`
                   progress:bool=False, # tqdm bar over the images
+                  bf16:bool=False, # bfloat16 autocast
                  ):
     "Yield (item, prob (h,w) numpy) over the dataset, each cropped to its image's size."
     net.eval()
@@ -90,7 +105,7 @@ def predict_split(net:DGSPNet, # eval mode is set here
         item = ds[i]
         h, w = (int(v) for v in item["size"])
         x = item["image"][None, :, :h, :w]
-        yield item, predict_normalized(net, x, scenes_of({"scene": [item.get("scene", "")]}))[0, 0].cpu().numpy()
+        yield item, predict_normalized(net, x, scenes_of({"scene": [item.get("scene", "")]}), bf16)[0, 0].cpu().numpy()
 
 def test_metrics(net:DGSPNet, ds, threshold:float=0.5) -> dict:
     "IoU, nIoU, Pd, Fa of `net` on a test-mode dataset."

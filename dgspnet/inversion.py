@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from .attention import attend
+
 # %% auto #0
 __all__ = ['ImageFeatureFusion', 'InversionNet']
 
@@ -54,5 +56,5 @@ class InversionNet(nn.Module):
         t = self.tokens.repeat(seq.shape[0], 1, 1)        # [B,n_t,c]   shared T (a copy: an expanded view of a
         #   parameter made under no_grad still claims requires_grad, which upsets autograd hooks)
         kv = torch.cat([t, seq], 1)                       # (T, f_img_seq)
-        out, _ = self.attn(t, kv, kv, need_weights=False)  # Eq. 5
+        out = attend(self.attn, t, kv)                    # Eq. 5
         return self.mlp(out)                              # [B,n_t,out_dim]

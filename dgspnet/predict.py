@@ -18,12 +18,12 @@ from .config import UserError
 from .data import check_intensity, read_frame
 from .text import ClipWeightsMissing
 from .checkpoint import CheckpointError, Trained, load_trained
-from .inference import overlay, predict_tiled
+from .inference import overlay, predict_tiled, to_channels_last
 
 # %% auto #0
-__all__ = ['FRAME_SUFFIXES', 'OUTPUT_KINDS', 'DETECTION_FIELDS', 'FRAME_FIELDS', 'PredictError', 'collect_frames',
+__all__ = ['FRAME_SUFFIXES', 'OUTPUT_KINDS', 'DETECTION_FIELDS', 'FRAME_FIELDS', 'RUNTIMES', 'PredictError', 'collect_frames',
            'check_out_dir', 'output_bases', 'detect', 'mark_detections', 'FrameError', 'predict_frame',
-           'predict_frames', 'run_predict']
+           'load_for_predict', 'predict_frames', 'run_predict']
 
 # %% ../nbs/15_predict.ipynb #058eddf0
 FRAME_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -132,8 +132,23 @@ def _write_csv(path:Path, fields:tuple, rows:list):
         w = csv.DictWriter(f, fieldnames=fields); w.writeheader(); w.writerows(rows)
 
 FRAME_FIELDS = ("frame", "status", "targets", "intensity", "warning", "outputs", "error")
+RUNTIMES = ("torch", "onnx")
 
-def predict_frames(model, # a `Trained`, or the path of model.pt from the train stage
+def load_for_predict(model, # model.pt (runtime "torch") or model.onnx (runtime "onnx")
+                     runtime:str="torch", device="cpu") -> Trained:
+    "The model to predict with: PyTorch in channels_last, or the ONNX graph run by onnxruntime (CPU)."
+    if runtime not in RUNTIMES: raise PredictError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "torch":
+        if str(model).endswith(".onnx"): raise PredictError(f"{model}: an ONNX file; add --runtime onnx")
+        trained = load_trained(model, pick_device(device))
+        to_channels_last(trained.net)
+        return trained
+    from dgspnet.export import load_onnx
+    if str(model).endswith(".pt"):
+        raise PredictError(f"{model}: --runtime onnx runs a model.onnx; write it first: dgspnet_export {model} model.onnx")
+    return load_onnx(model)
+
+def predict_frames(model, # a `Trained`, or the path of model.pt (model.onnx with runtime="onnx")
                    inputs:list, # frames folders and/or image files
                    out_dir, # new, empty or an earlier run's output folder
                    threshold:float|None=None, # probability cut (None: the checkpoint's evaluate.threshold)
@@ -143,6 +158,7 @@ def predict_frames(model, # a `Trained`, or the path of model.pt from the train 
                    intensity="auto", # values to [0, 1]: "auto" (the `dgspnet.data` intensity table) or a forced rule
                    progress:bool=True, # tqdm bar on stderr
                    debug:bool=False, # print each failed frame's traceback
+                   runtime:str="torch", # "torch" (model.pt) or "onnx" (a model.onnx from dgspnet_export)
                   ) -> dict:
     "Predict every frame -> dict: frames, detections (the csv rows), failed, warnings ({frame: message})."
     inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
@@ -151,7 +167,7 @@ def predict_frames(model, # a `Trained`, or the path of model.pt from the train 
     if not 32 <= tile or not 0 <= overlap <= tile // 2: raise PredictError(f"need --tile >= 32 and 0 <= --overlap <= tile/2, got {tile}, {overlap}")
     try: intensity = check_intensity(intensity)
     except UserError as e: raise PredictError(f"--{e}") from None
-    trained = model if isinstance(model, Trained) else load_trained(model, pick_device(device))
+    trained = model if isinstance(model, Trained) else load_for_predict(model, runtime, device)
     threshold = trained.threshold if threshold is None else threshold
     if not 0 <= threshold < 1: raise PredictError(f"--threshold must be in [0, 1), got {threshold}")
     out.mkdir(parents=True, exist_ok=True)
@@ -189,13 +205,13 @@ def predict_frames(model, # a `Trained`, or the path of model.pt from the train 
 
 # %% ../nbs/15_predict.ipynb #cee1bdf8
 def run_predict(checkpoint, paths:list, threshold=None, device="cpu", tile=1024, overlap=128, threads=0, debug=False,
-                intensity="auto") -> int:
+                intensity="auto", runtime="torch") -> int:
     "The command line's work; returns its exit status (0 all done, 1 some frames failed, 2 could not start)."
     set_threads(threads)
     try:
         if len(paths) < 2: raise PredictError("give the frames (folders or files) and then the output folder")
         res = predict_frames(checkpoint, paths[:-1], paths[-1], threshold, device, tile, overlap, intensity,
-                             debug=debug)
+                             debug=debug, runtime=runtime)
     except (PredictError, CheckpointError, ClipWeightsMissing) as e:
         if debug: raise
         print(f"dgspnet_predict: error: {e}", file=sys.stderr); return 2
