@@ -5,7 +5,7 @@
 # %% ../nbs/15_predict.ipynb #0c83c5df
 from __future__ import annotations
 import dgspnet.runtime  # first: sets OMP_WAIT_POLICY before torch loads
-import csv, math, sys, traceback
+import math, sys, traceback
 from pathlib import Path
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from .data import check_intensity, read_frame
 from .text import ClipWeightsMissing
 from .checkpoint import CheckpointError, Trained, load_trained
 from .inference import overlay, predict_tiled, to_channels_last
+from .evaluate import write_csv
 
 # %% auto #0
 __all__ = ['FRAME_SUFFIXES', 'OUTPUT_KINDS', 'DETECTION_FIELDS', 'FRAME_FIELDS', 'RUNTIMES', 'PredictError', 'collect_frames',
@@ -127,10 +128,6 @@ def predict_frame(trained:Trained, path:Path, tile:int, overlap:int, intensity:s
     return img, prob, rule
 
 # %% ../nbs/15_predict.ipynb #ebbf2c8d
-def _write_csv(path:Path, fields:tuple, rows:list):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields); w.writeheader(); w.writerows(rows)
-
 FRAME_FIELDS = ("frame", "status", "targets", "intensity", "warning", "outputs", "error")
 RUNTIMES = ("torch", "onnx")
 
@@ -195,8 +192,8 @@ def predict_frames(model, # a `Trained`, or the path of model.pt (model.onnx wit
             tqdm.write(f"WARNING {p}: {rule.warning} ({rule.note})", file=sys.stderr)
         rows.append(dict(frame=str(p), status="ok", targets=len(d), intensity=rule.note, warning=rule.warning,
                          outputs=" ".join(f.name for f in files), error=""))
-    _write_csv(out/"frames.csv", FRAME_FIELDS, rows)
-    _write_csv(out/"detections.csv", DETECTION_FIELDS, dets)
+    write_csv(out/"frames.csv", FRAME_FIELDS, rows)
+    write_csv(out/"detections.csv", DETECTION_FIELDS, dets)
     err = out/"errors.txt"
     if failed: err.write_text("".join(f"{v}\n" for v in failed.values()))
     else: err.unlink(missing_ok=True)
