@@ -115,13 +115,14 @@ def pretrain_cli(params:str="params.yaml", # params file
                  out:str="outputs/pretrain", # folder of encoder.pt and run.log
                  ckpt_dir:str="outputs/checkpoints", # resumable checkpoints, one per run (not a DVC output)
                  live_dir:str="results/pretrain", # dvclive folder
+                 keep_ckpt:bool=False, # keep the checkpoint when finished (a job's folder, removed by the job)
                  debug:bool=False, # show the traceback of an error instead of one line
                 ):
     "Stage `pretrain`: reconstruction pretraining (Eq. 10)."
     with user_errors("dgspnet_pretrain", debug, [out, ckpt_dir, live_dir]):
         need_file(manifest, "--manifest", NO_MANIFEST)  # before torch is imported
         from dgspnet.train import run_stage, run_pretrain
-        run_stage(run_pretrain, params, manifest, out, ckpt_dir, live_dir)
+        run_stage(run_pretrain, params, manifest, out, ckpt_dir, live_dir, keep_ckpt)
 
 @call_parse
 def train_cli(params:str="params.yaml", # params file
@@ -130,13 +131,14 @@ def train_cli(params:str="params.yaml", # params file
               out:str="outputs/train", # folder of model.pt and run.log
               ckpt_dir:str="outputs/checkpoints", # resumable checkpoints, one per run (not a DVC output)
               live_dir:str="results/train", # dvclive folder
+              keep_ckpt:bool=False, # keep the checkpoint when finished (a job's folder, removed by the job)
               debug:bool=False, # show the traceback of an error instead of one line
              ):
     "Stage `train`: normal training (Eq. 11), resumable."
     with user_errors("dgspnet_train", debug, [out, ckpt_dir, live_dir]):
         need_file(manifest, "--manifest", NO_MANIFEST)
         from dgspnet.train import run_stage, run_train
-        run_stage(run_train, params, manifest, pretrained, out, ckpt_dir, live_dir)
+        run_stage(run_train, params, manifest, pretrained, out, ckpt_dir, live_dir, keep_ckpt)
 
 # %% ../nbs/14_evaluate.ipynb #483c6144
 @call_parse

@@ -167,6 +167,7 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
         start, skip, partial = int(ck["epoch"]), int(ck["batch"]), ck["partial"]
         where = f" step {skip}" if skip else ""
         log.info(f"{stage.name}: resuming from checkpoint {ckpt_path} at epoch {start}{where} of {stage.epochs}")
+        if start == stage.epochs: log.info(f"{stage.name}: its last epoch is done: nothing to train")
     def save(epoch, batch=0, sums=None, n=0):
         save_atomic(dict(stage=stage.name, epoch=epoch, batch=batch, partial=(sums or {}, n), fingerprint=fp,
                          model=trainable_state(unwrap(stage.model)),
@@ -257,14 +258,18 @@ def _stage(cfg:Config, out_dir, stage:str):
         log.info(f"{stage}: device {device}, {info.world} process(es), seed {cfg.base.seed}")
         yield info, device, log
 
-def _finished(ckpt_path:Path, stage:str, log):
-    "A finished run's output is written: its resumable checkpoint is no longer needed."
+def _finished(ckpt_path:Path, stage:str, log, keep:bool=False):
+    "A finished run's output is written: its resumable checkpoint is deleted, or kept (at the last epoch) if `keep`."
+    if keep:
+        log.info(f"{stage}: finished; its checkpoint {ckpt_path} is kept (--keep_ckpt): the same command rewrites "
+                 "the output without training")
+        return
     ckpt_path.unlink(missing_ok=True)
     log.info(f"{stage}: finished; its resumable checkpoint {ckpt_path} is deleted")
 
 # %% ../nbs/13_train.ipynb #d0137e26
 def run_pretrain(cfg:Config, manifest, out_dir="outputs/pretrain", ckpt_dir="outputs/checkpoints",
-                 live_dir="results/pretrain") -> Path|None:
+                 live_dir="results/pretrain", keep_ckpt:bool=False) -> Path|None:
     "Reconstruction pretraining; writes `out_dir/encoder.pt` (encoder + inversion weights). Returns its path (main process)."
     with _stage(cfg, out_dir, "pretrain") as (info, device, log):
         train_ds = IRSTDDataset(manifest, "train", crop=cfg.data.crop, train=True, seed=cfg.base.seed)
@@ -282,7 +287,7 @@ def run_pretrain(cfg:Config, manifest, out_dir="outputs/pretrain", ckpt_dir="out
             out = Path(out_dir)/"encoder.pt"
             save_atomic(dict(state=net.encoder_state_dict(), fingerprint=fp, config=cfg.to_dict()), out)
             log.info(f"pretrain: encoder + inversion weights -> {out}")
-            _finished(ckpt_path, "pretrain", log)
+            _finished(ckpt_path, "pretrain", log, keep_ckpt)
         if info.world > 1: dist.barrier()
         return out
 
@@ -338,7 +343,7 @@ def _train_step(loss_fn, aux_weight:float=0.0):
 
 # %% ../nbs/13_train.ipynb #0c240eb8
 def run_train(cfg:Config, manifest, pretrained="outputs/pretrain/encoder.pt", out_dir="outputs/train",
-              ckpt_dir="outputs/checkpoints", live_dir="results/train") -> Path|None:
+              ckpt_dir="outputs/checkpoints", live_dir="results/train", keep_ckpt:bool=False) -> Path|None:
     "Normal training; writes `out_dir/model.pt`. Returns its path (main process)."
     with _stage(cfg, out_dir, "train") as (info, device, log):
         train_ds = IRSTDDataset(manifest, "train", crop=cfg.data.crop, train=True, seed=cfg.base.seed)
@@ -360,7 +365,7 @@ def run_train(cfg:Config, manifest, pretrained="outputs/pretrain/encoder.pt", ou
             stats = json.loads(Path(manifest).read_text()).get("stats")
             save_trained(net, cfg, stats, out, epochs=cfg.train.epochs, fingerprint=fp)
             log.info(f"train: weights -> {out}")
-            _finished(ckpt_path, "train", log)
+            _finished(ckpt_path, "train", log, keep_ckpt)
         if info.world > 1: dist.barrier()
         return out
 

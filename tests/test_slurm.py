@@ -98,10 +98,15 @@ def test_requeued_job_resumes_exactly(cluster, tmp_path):
     assert wait_done(whole, e) == 0
     log = (repo / "paused.out").read_text()
     print(f"job {paused} (restarts: {restarts}):\n" + "\n".join(
-        l for l in log.splitlines() if re.search(r"exp\.sbatch|paused|resuming|CANCELLED|Ran experiment", l)))
+        l for l in log.splitlines()
+        if re.search(r"exp\.sbatch|paused|resuming|nothing to train|pretrain epoch|CANCELLED|Ran experiment", l)))
     assert restarts == 1 and "time limit near: pausing" in log and "requeueing job" in log, log[-4000:]
     pause = re.search(r"\b(pretrain|train): paused (at|after) epoch (\d+)/\d+", log)  # the signal's time varies
     assert pause, log[-4000:]
+    if pause[1] == "train":  # pretraining had finished: the requeued job writes encoder.pt without training again
+        again = log[log.index("requeueing job"):]
+        assert "pretrain: its last epoch is done: nothing to train" in again, again[-4000:]
+        assert "pretrain epoch " not in again, again[-4000:]
     resumed = re.search(rf"\b{pause[1]}: resuming from checkpoint \S+ at epoch (\d+)", log[pause.end():])
     assert resumed, log[-4000:]
     done = int(pause[3]) - (pause[2] == "at")  # paused inside an epoch: that epoch is resumed at its step
