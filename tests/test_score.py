@@ -1,0 +1,136 @@
+"""dgspnet_score as a user meets it: hand-built predictions whose metrics are known, and every problem one line
+naming its file."""
+import csv, json, sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dgspnet.cli import score_cli
+from dgspnet.data import IRSTDDataset, prepare_dataset
+from dgspnet.synthetic import make_synthetic_dataset
+
+N_TEST, SIZE = 5, 32
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    "A tiny synthetic dataset, its manifest, and the test split's (name, bool mask) pairs."
+    d = tmp_path_factory.mktemp("score")
+    make_synthetic_dataset(d/"ds", n_train=4, n_test=N_TEST, size=SIZE, seed=0)
+    manifest = prepare_dataset(d/"ds", d/"prep")
+    ds = IRSTDDataset(manifest, "test", train=False)
+    return d, manifest, [(n, ds.load(i)[1]) for i, n in enumerate(ds.names)]
+
+
+def write(folder, masks, kind="png8"):
+    "Save {name: (H,W) float in [0,1]} as 8-bit PNG, 16-bit PNG or .npy; returns the folder."
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, m in masks.items():
+        if kind == "png8": Image.fromarray((np.asarray(m, float) * 255).round().astype(np.uint8)).save(folder/f"{n}.png")
+        elif kind == "png16": Image.fromarray((np.asarray(m, float) * 65535).round().astype(np.uint16)).save(folder/f"{n}.png")
+        else: np.save(folder/f"{n}.npy", np.asarray(m, np.float32))
+    return folder
+
+
+def run(argv, monkeypatch, capsys):
+    "score_cli in-process; returns (exit status, stdout, stderr)."
+    monkeypatch.setattr(sys, "argv", ["dgspnet_score", *map(str, argv)])
+    with pytest.raises(SystemExit) as e: score_cli()
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def metrics(out): return json.loads((Path(out)/"metrics.json").read_text())
+
+
+def free_spot(gt, k, margin=6):
+    "(row, col) where a 1 x k blob lies at least `margin` px from every target pixel."
+    for r in range(margin, gt.shape[0] - margin):
+        for c in range(margin, gt.shape[1] - margin - k):
+            if not gt[r - margin:r + margin + 1, c - margin:c + k + margin].any(): return r, c
+    raise AssertionError("no free spot in this synthetic image")
+
+
+@pytest.mark.parametrize("kind", ["png8", "png16", "npy"])
+def test_perfect(data, tmp_path, monkeypatch, capsys, kind):
+    d, manifest, gts = data
+    pred = write(tmp_path/"pred", {n: g for n, g in gts}, kind)
+    code, out, err = run([pred, manifest, "--out", tmp_path/"out", "--curve_points", 3], monkeypatch, capsys)
+    m = metrics(tmp_path/"out")
+    assert code == 0 and err == "" and json.loads(out)["IoU_pct"] == 100.0
+    assert (m["IoU_pct"], m["nIoU_pct"], m["Pd_pct"], m["Fa_1e-6"], m["Fa_targets_per_image"]) == (100, 100, 100, 0, 0)
+    assert (m["n_scored"], m["n_split"], m["split"], m["problems"]) == (N_TEST, N_TEST, "test", [])
+    assert set(m["fa_definitions"]) == {"Fa_1e-6", "Fa_targets_per_image"}
+
+
+def test_empty_prediction(data, tmp_path, monkeypatch, capsys):
+    d, manifest, gts = data
+    pred = write(tmp_path/"pred", {n: np.zeros_like(g, float) for n, g in gts})
+    code, _, _ = run([pred, d/"ds", "--out", tmp_path/"out"], monkeypatch, capsys)  # the dataset folder itself
+    m = metrics(tmp_path/"out")
+    assert code == 0 and (m["IoU_pct"], m["Pd_pct"], m["Fa_1e-6"], m["Fa_targets_per_image"]) == (0, 0, 0, 0)
+    assert m["n_targets"] > 0
+
+
+def test_one_false_blob(data, tmp_path, monkeypatch, capsys):
+    d, manifest, gts = data
+    k = 3
+    masks = {n: g.astype(float) for n, g in gts}
+    name, gt = gts[0]
+    r, c = free_spot(gt, k)
+    masks[name][r, c:c + k] = 1
+    pred = write(tmp_path/"pred", masks)
+    code, _, _ = run([pred, manifest, "--out", tmp_path/"out"], monkeypatch, capsys)
+    m = metrics(tmp_path/"out")
+    assert code == 0 and m["Pd_pct"] == 100.0
+    assert m["Fa_1e-6"] == round(k / (N_TEST * SIZE * SIZE) * 1e6, 2)
+    assert m["Fa_targets_per_image"] == round(1 / N_TEST, 4)
+    rows = {r["name"]: r for r in csv.DictReader(open(tmp_path/"out"/"per_image.csv"))}
+    assert (rows[name]["false_targets"], rows[name]["fa_pixels"]) == ("1", str(k))
+    curve = list(csv.DictReader(open(tmp_path/"out"/"pdfa.csv")))
+    assert list(curve[0]) == ["threshold", "Pd_pct", "Fa_1e-6", "Fa_targets_per_image"]
+    assert all(float(r["Fa_targets_per_image"]) == 1 / N_TEST for r in curve)  # a 0/255 mask: same at every threshold
+
+
+def test_probability_threshold(data, tmp_path, monkeypatch, capsys):
+    "A probability map of 0.7 on every target: a target above --threshold 0.5, nothing above 0.8."
+    d, manifest, gts = data
+    pred = write(tmp_path/"pred", {n: 0.7 * g for n, g in gts}, "npy")
+    assert run([pred, manifest, "--out", tmp_path/"a"], monkeypatch, capsys)[0] == 0
+    assert run([pred, manifest, "--out", tmp_path/"b", "--threshold", 0.8], monkeypatch, capsys)[0] == 0
+    assert metrics(tmp_path/"a")["Pd_pct"] == 100.0 and metrics(tmp_path/"b")["Pd_pct"] == 0.0
+
+
+def test_problems(data, tmp_path, monkeypatch, capsys):
+    "Missing, extra, doubled, wrong-size and unreadable predictions: one line each naming the file; the rest is scored."
+    d, manifest, gts = data
+    masks = {n: g.astype(float) for n, g in gts[1:]}  # the first is missing
+    masks[gts[1][0]] = np.zeros((SIZE + 1, SIZE))  # wrong size
+    masks["not_in_split"] = np.zeros((SIZE, SIZE))  # extra
+    pred = write(tmp_path/"pred", masks)
+    np.save(pred/f"{gts[2][0]}.npy", np.zeros((SIZE, SIZE)))  # doubled stem
+    np.save(tmp_path/"logits.npy", np.full((SIZE, SIZE), 4.0))
+    (pred/f"{gts[3][0]}.png").unlink()
+    (tmp_path/"logits.npy").rename(pred/f"{gts[3][0]}.npy")  # unreadable: logits, not probabilities
+    code, out, err = run([pred, manifest, "--out", tmp_path/"out"], monkeypatch, capsys)
+    lines = err.splitlines()
+    assert code == 1 and len(lines) == 5 and all(l.startswith("dgspnet_score: ") for l in lines), err
+    expect = [(pred/f"{gts[0][0]}.png", "missing"), (pred/"not_in_split.png", "extra"),
+              (pred/f"{gts[2][0]}.npy", "doubled"), (pred/f"{gts[1][0]}.png", "wrong size"),
+              (pred/f"{gts[3][0]}.npy", "unreadable")]
+    for (path, what), line in zip(sorted(expect, key=lambda e: e[1]), sorted(lines, key=lambda l: l.split(": ")[2])):
+        assert str(path) in line and what in line, (path, what, line)
+    m = metrics(tmp_path/"out")
+    assert (m["n_scored"], m["n_split"], len(m["problems"]), m["Pd_pct"]) == (N_TEST - 4, N_TEST, 5, 100.0)
+
+
+def test_nothing_to_score(data, tmp_path, monkeypatch, capsys):
+    d, manifest, gts = data
+    pred = write(tmp_path/"pred", {n: np.zeros((SIZE, SIZE + 2)) for n, _ in gts})
+    code, out, err = run([pred, manifest, "--out", tmp_path/"out"], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("dgspnet_score: error: ") and "nothing to score" in err
+    assert "wrong size" in err and not (tmp_path/"out"/"metrics.json").exists()
+    code, _, err = run([tmp_path/"nope", manifest], monkeypatch, capsys)
+    assert code == 2 and "no such folder" in err and str(tmp_path/"nope") in err
