@@ -145,6 +145,7 @@ def evaluate_cli(checkpoint:str="outputs/train/model.pt", # from the train stage
                  out:str="results/evaluate", # metrics.json, details.json, pdfa.csv, figures
                  params:str=None, # params file: its `evaluate` group, base.device and base.threads (default: the checkpoint's evaluate group, cpu)
                  device:str=None, # torch device (default: base.device of --params, else cpu)
+                 normalization:str="model", # image statistics: model (the checkpoint's training data) or dataset (--manifest's)
                  debug:bool=False, # show the traceback of an error instead of one line
                 ):
     "Score a checkpoint on a test split; the report notebook shows what it writes."
@@ -156,9 +157,11 @@ def evaluate_cli(checkpoint:str="outputs/train/model.pt", # from the train stage
         from dgspnet.runtime import pick_device
         name = device or (cfg.base.device if cfg else "cpu")
         pick_device(name, "--device" if device else f"{params}: base.device")  # a wrong device before any work
+        from dgspnet.inference import normalization_stats
+        normalization_stats(normalization, {}, {})  # a wrong rule before any work
         from dgspnet.evaluate import evaluate
         m = evaluate(checkpoint, manifest, out, cfg.evaluate if cfg else None,
-                     device=name, threads=cfg.base.threads if cfg else None)
+                     device=name, threads=cfg.base.threads if cfg else None, normalization=normalization)
     if m["text_tower_random"]: print(RANDOM_TEXT_WARNING)
     print(json.dumps(m, indent=2))
 

@@ -134,3 +134,54 @@ def test_nothing_to_score(data, tmp_path, monkeypatch, capsys):
     assert "wrong size" in err and not (tmp_path/"out"/"metrics.json").exists()
     code, _, err = run([tmp_path/"nope", manifest], monkeypatch, capsys)
     assert code == 2 and "no such folder" in err and str(tmp_path/"nope") in err
+
+
+TINY = {"base": {"device": "cpu", "threads": 1}, "data": {"crop": 32},
+        "model": {"widths": [4, 8, 16, 32, 64], "clip_weights": "none"},
+        "evaluate": {"curve_points": 3, "gallery": 1, "attention_images": 1}}
+
+
+def test_one_model_one_answer(tmp_path, monkeypatch, capsys):
+    """A model whose training statistics are set A's, scored on set B (other seed and size: other statistics) through
+    dgspnet_evaluate and through dgspnet_predict + dgspnet_score: the same probabilities and the same metrics."""
+    import shutil
+    from dgspnet.checkpoint import build_model, load_trained, save_trained
+    from dgspnet.config import EvaluateCfg, config_from_dict
+    from dgspnet.data import load_manifest
+    from dgspnet.evaluate import evaluate
+    from dgspnet.inference import normalization_stats, predict_split
+    from dgspnet.predict import predict_frames
+    make_synthetic_dataset(tmp_path/"A", n_train=4, n_test=2, size=32, seed=0)
+    make_synthetic_dataset(tmp_path/"B", n_train=6, n_test=3, size=48, seed=3)
+    (tmp_path/"B"/"scenes.csv").unlink()  # dgspnet_predict has no scene word for a frame: neither has B
+    a, b = (load_manifest(prepare_dataset(tmp_path/s, tmp_path/f"prep{s}"))["stats"] for s in "AB")
+    assert abs(a["mean"] - b["mean"]) > 1e-3
+    cfg = config_from_dict(TINY)
+    save_trained(build_model(cfg), cfg, a, tmp_path/"model.pt")
+    ds = IRSTDDataset(tmp_path/"prepB"/"manifest.json", "test", train=False)
+    ds.stats = normalization_stats("model", a, b)
+    net = load_trained(tmp_path/"model.pt").net
+    probs = {item["name"]: p for item, p in predict_split(net, ds)}
+    threshold = float(np.median(np.concatenate([p.ravel() for p in probs.values()])))  # some pixels on, some off
+    m = evaluate(tmp_path/"model.pt", tmp_path/"prepB"/"manifest.json", tmp_path/"ev", EvaluateCfg(threshold, 3, 1, 1),
+                 progress=False)
+    details = json.loads((tmp_path/"ev"/"details.json").read_text())
+    assert details["normalization"] == dict(rule="model", **a)
+    frames = [tmp_path/"B"/"images"/f"{n}.png" for n in ds.names]
+    res = predict_frames(tmp_path/"model.pt", frames, tmp_path/"pred", threshold)
+    assert all(r["status"] == "ok" for r in res["frames"])
+    masks = tmp_path/"masks"
+    masks.mkdir()
+    for n, p in probs.items():
+        stored = np.asarray(Image.open(tmp_path/"pred"/f"{n}_png_prob.png"), float) / 255
+        assert np.abs(stored - p).max() <= 0.5 / 255 + 1e-6  # predict's 8-bit probability map is evaluate's
+        shutil.copy(tmp_path/"pred"/f"{n}_png_mask.png", masks/f"{n}.png")
+    code, _, _ = run([masks, tmp_path/"prepB"/"manifest.json", "--out", tmp_path/"sc"], monkeypatch, capsys)
+    s = metrics(tmp_path/"sc")
+    assert code == 0 and 0 < s["IoU_pct"] < 100
+    for k in ("IoU_pct", "nIoU_pct", "Pd_pct", "Fa_1e-6"):
+        assert abs(s[k] - m[k]) < 0.01 or (np.isnan(s[k]) and np.isnan(m[k])), (k, s[k], m[k])
+    m_dataset = evaluate(tmp_path/"model.pt", tmp_path/"prepB"/"manifest.json", tmp_path/"ev2",
+                         EvaluateCfg(threshold, 3, 1, 1), progress=False, normalization="dataset")
+    assert json.loads((tmp_path/"ev2"/"details.json").read_text())["normalization"] == dict(rule="dataset", **b)
+    assert m_dataset != m  # the other statistics give another answer: the rule matters here
