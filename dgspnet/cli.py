@@ -173,13 +173,14 @@ def score_cli(predictions:str, # folder of predicted masks or probability maps (
               split:str="test", # the split scored: test or train
               threshold:float=0.5, # a pixel is target when its value (8-bit PNG: value/255) is above it
               curve_points:int=41, # thresholds on the Pd-Fa curve
+              suffix:str="", # the end of every prediction's stem after the image name, e.g. _png_mask (dgspnet_predict's)
               debug:bool=False, # show the traceback of an error instead of one line
              ):
     "Score any method's masks against a dataset split; exit 1 if some split images were not scored, 2 if none."
     import json
     with user_errors("dgspnet_score", debug, [out]):
         from dgspnet.score import score
-        m = score(predictions, dataset, out, split, threshold, curve_points)
+        m = score(predictions, dataset, out, split, threshold, curve_points, suffix)
     for p in m["problems"]: print(f"dgspnet_score: {p}", file=sys.stderr)
     print(json.dumps({k: v for k, v in m.items() if k != "problems"}, indent=2))
     sys.exit(1 if m["n_scored"] < m["n_split"] else 0)

@@ -44,15 +44,17 @@ def read_prediction(path, # a .png (1, 8 or 16 bit, one channel) or .npy file
 # %% ../nbs/14a_score.ipynb #86f94518
 def match_predictions(folder, # folder of prediction files
                       names:list, # the split's image names
+                      suffix:str="", # the end of every prediction's stem after the image name, e.g. "_png_mask"
                      ) -> tuple[dict, list]: # ({name: path} of the predictions found, problem lines)
     "The prediction file of each split name (matched by stem), and one problem line per missing, extra or doubled file."
     folder = Path(folder)
     if not folder.is_dir(): raise UserError(f"predictions {folder}: no such folder; give the folder of predicted masks")
     by_stem = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in PREDICTION_SUFFIXES: by_stem.setdefault(p.stem, []).append(p)
+        if p.is_file() and p.suffix.lower() in PREDICTION_SUFFIXES and p.stem.endswith(suffix):
+            by_stem.setdefault(p.stem[:len(p.stem) - len(suffix)], []).append(p)
     split = set(names)
-    problems = [f"{folder/n}.png: missing, no prediction for split image {n} (.png or .npy)" for n in names if n not in by_stem]
+    problems = [f"{folder/n}{suffix}.png: missing, no prediction for split image {n} (.png or .npy)" for n in names if n not in by_stem]
     problems += [f"{ps[0]}: extra, {s} is not an image of the split" for s, ps in by_stem.items() if s not in split]
     problems += [f"{ps[0]}: doubled, {', '.join(p.name for p in ps)} predict the same image; keep one"
                  for s, ps in by_stem.items() if s in split and len(ps) > 1]
@@ -137,12 +139,13 @@ def score(predictions, # folder of predicted masks / probability maps, named by 
           split:str="test", # the split scored
           threshold:float=0.5, # a pixel is target when its value is above it
           curve_points:int=41, # thresholds on the Pd-Fa curve
+          suffix:str="", # the end of every prediction's stem after the image name (`match_predictions`)
          ) -> dict: # what metrics.json holds
     "Score a folder of predictions against a dataset split; write the metrics, per-image CSV and Pd-Fa curve."
     if split not in SPLITS: raise UserError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
     with manifest_of(dataset) as manifest:
         ds, name = IRSTDDataset(manifest, split, train=False), dataset_name(manifest)
-        found, problems = match_predictions(predictions, ds.names)
+        found, problems = match_predictions(predictions, ds.names, suffix)
         met, rows, probs, gts, bad = _score_images(ds, found, threshold)
     problems += bad
     if not rows:

@@ -144,7 +144,6 @@ TINY = {"base": {"device": "cpu", "threads": 1}, "data": {"crop": 32},
 def test_one_model_one_answer(tmp_path, monkeypatch, capsys):
     """A model whose training statistics are set A's, scored on set B (other seed and size: other statistics) through
     dgspnet_evaluate and through dgspnet_predict + dgspnet_score: the same probabilities and the same metrics."""
-    import shutil
     from dgspnet.checkpoint import build_model, load_trained, save_trained
     from dgspnet.config import EvaluateCfg, config_from_dict
     from dgspnet.data import load_manifest
@@ -170,13 +169,13 @@ def test_one_model_one_answer(tmp_path, monkeypatch, capsys):
     frames = [tmp_path/"B"/"images"/f"{n}.png" for n in ds.names]
     res = predict_frames(tmp_path/"model.pt", frames, tmp_path/"pred", threshold)
     assert all(r["status"] == "ok" for r in res["frames"])
-    masks = tmp_path/"masks"
-    masks.mkdir()
     for n, p in probs.items():
         stored = np.asarray(Image.open(tmp_path/"pred"/f"{n}_png_prob.png"), float) / 255
         assert np.abs(stored - p).max() <= 0.5 / 255 + 1e-6  # predict's 8-bit probability map is evaluate's
-        shutil.copy(tmp_path/"pred"/f"{n}_png_mask.png", masks/f"{n}.png")
-    code, _, _ = run([masks, tmp_path/"prepB"/"manifest.json", "--out", tmp_path/"sc"], monkeypatch, capsys)
+    capsys.readouterr()  # predict's progress lines
+    code, _, err = run([tmp_path/"pred", tmp_path/"prepB"/"manifest.json", "--out", tmp_path/"sc", "--suffix", "_png_mask"],
+                       monkeypatch, capsys)
+    assert err == ""  # predict's other files (_prob, _overlay, CSVs) are not predictions under this suffix
     s = metrics(tmp_path/"sc")
     assert code == 0 and 0 < s["IoU_pct"] < 100
     for k in ("IoU_pct", "nIoU_pct", "Pd_pct", "Fa_1e-6"):
@@ -185,3 +184,14 @@ def test_one_model_one_answer(tmp_path, monkeypatch, capsys):
                          EvaluateCfg(threshold, 3, 1, 1), progress=False, normalization="dataset")
     assert json.loads((tmp_path/"ev2"/"details.json").read_text())["normalization"] == dict(rule="dataset", **b)
     assert m_dataset != m  # the other statistics give another answer: the rule matters here
+
+
+
+def test_evaluate_wrong_normalization(data, tmp_path, monkeypatch, capsys):
+    from dgspnet.cli import evaluate_cli
+    d, manifest, gts = data
+    monkeypatch.setattr(sys, "argv", ["dgspnet_evaluate", "--checkpoint", str(tmp_path/"none.pt"), "--manifest",
+                                      str(manifest), "--normalization", "train"])
+    with pytest.raises(SystemExit) as e: evaluate_cli()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "--normalization 'train'" in err, err
