@@ -145,7 +145,7 @@ def evaluate_cli(checkpoint:str="outputs/train/model.pt", # from the train stage
                  out:str="results/evaluate", # metrics.json, details.json, pdfa.csv, figures
                  params:str=None, # params file: its `evaluate` group, base.device and base.threads (default: the checkpoint's evaluate group, cpu)
                  device:str=None, # torch device (default: base.device of --params, else cpu)
-                 normalization:str="model", # image statistics: model (the checkpoint's training data) or dataset (--manifest's)
+                 normalization:str="model", # image statistics: model (the checkpoint's) or dataset (--manifest's)
                  debug:bool=False, # show the traceback of an error instead of one line
                 ):
     "Score a checkpoint on a test split; the report notebook shows what it writes."
@@ -173,7 +173,7 @@ def score_cli(predictions:str, # folder of predicted masks or probability maps (
               split:str="test", # the split scored: test or train
               threshold:float=0.5, # a pixel is target when its value (8-bit PNG: value/255) is above it
               curve_points:int=41, # thresholds on the Pd-Fa curve
-              suffix:str="", # the end of every prediction's stem after the image name, e.g. _png_mask (dgspnet_predict's)
+              suffix:str="", # the end of each prediction's stem after the image name, e.g. _png_mask (predict's)
               debug:bool=False, # show the traceback of an error instead of one line
              ):
     "Score any method's masks against a dataset split; exit 1 if some split images were not scored, 2 if none."

@@ -21,7 +21,8 @@ __all__ = ['PREDICTION_SUFFIXES', 'SCALES', 'FA_DEFINITIONS', 'read_prediction',
 
 # %% ../nbs/14a_score.ipynb #8412b17c
 PREDICTION_SUFFIXES = (".png", ".npy")
-SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.int32): 65535.0}  # stored value -> [0, 1]
+# stored value -> [0, 1]; Pillow reads a 16-bit PNG as uint16 or int32
+SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.int32): 65535.0}
 
 def read_prediction(path, # a .png (1, 8 or 16 bit, one channel) or .npy file
                    ) -> np.ndarray: # float32 (H, W) in [0, 1]
@@ -54,7 +55,8 @@ def match_predictions(folder, # folder of prediction files
         if p.is_file() and p.suffix.lower() in PREDICTION_SUFFIXES and p.stem.endswith(suffix):
             by_stem.setdefault(p.stem[:len(p.stem) - len(suffix)], []).append(p)
     split = set(names)
-    problems = [f"{folder/n}{suffix}.png: missing, no prediction for split image {n} (.png or .npy)" for n in names if n not in by_stem]
+    problems = [f"{folder/n}{suffix}.png: missing, no prediction for split image {n} (.png or .npy)"
+                for n in names if n not in by_stem]
     problems += [f"{ps[0]}: extra, {s} is not an image of the split" for s, ps in by_stem.items() if s not in split]
     problems += [f"{ps[0]}: doubled, {', '.join(p.name for p in ps)} predict the same image; keep one"
                  for s, ps in by_stem.items() if s in split and len(ps) > 1]
@@ -85,7 +87,8 @@ def manifest_of(dataset, # a manifest.json, or a dataset folder
     if p.is_file():
         yield p
         return
-    if not p.is_dir(): raise UserError(f"dataset {p}: no such file or folder; give a dataset folder or its manifest.json")
+    if not p.is_dir():
+        raise UserError(f"dataset {p}: no such file or folder; give a dataset folder or its manifest.json")
     with tempfile.TemporaryDirectory(prefix="dgspnet_score_") as tmp: yield prepare_dataset(p, tmp)
 
 # %% ../nbs/14a_score.ipynb #4143c2a0
@@ -94,8 +97,8 @@ def pd_fa_both(probs:list, gts:list, # probability maps and bool masks of the sc
                max_distance:float=3.0) -> dict:
     "`pd_fa_curve` (Pd, pixel-level Fa) with the false targets per image at each threshold added."
     curve = pd_fa_curve(probs, gts, thresholds, max_distance)
-    curve["Fa_targets_per_image"] = [sum(image_counts(p, g, t, max_distance)["false_targets"] for p, g in zip(probs, gts))
-                                     / len(probs) for t in curve["threshold"]]
+    n_false = lambda t: sum(image_counts(p, g, t, max_distance)["false_targets"] for p, g in zip(probs, gts))
+    curve["Fa_targets_per_image"] = [n_false(t) / len(probs) for t in curve["threshold"]]
     return curve
 
 def plot_pd_fa_both(curve:dict, title:str=""):
@@ -127,7 +130,8 @@ def _score_images(ds:IRSTDDataset, found:dict, threshold:float) -> tuple:
                             f"{gt.shape[1]}x{gt.shape[0]}; predict at the image's size")
             continue
         met.update(prob, gt)
-        rows.append(dict(name=name, IoU_pct=100 * met.image_iou[-1], **image_counts(prob, gt, threshold, met.max_distance)))
+        counts = image_counts(prob, gt, threshold, met.max_distance)
+        rows.append(dict(name=name, IoU_pct=100 * met.image_iou[-1], **counts))
         probs.append(prob)
         gts.append(gt)
     return met, rows, probs, gts, problems

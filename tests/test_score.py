@@ -28,8 +28,9 @@ def write(folder, masks, kind="png8"):
     "Save {name: (H,W) float in [0,1]} as 8-bit PNG, 16-bit PNG or .npy; returns the folder."
     folder.mkdir(parents=True, exist_ok=True)
     for n, m in masks.items():
-        if kind == "png8": Image.fromarray((np.asarray(m, float) * 255).round().astype(np.uint8)).save(folder/f"{n}.png")
-        elif kind == "png16": Image.fromarray((np.asarray(m, float) * 65535).round().astype(np.uint16)).save(folder/f"{n}.png")
+        scaled = lambda top, dtype: (np.asarray(m, float) * top).round().astype(dtype)
+        if kind == "png8": Image.fromarray(scaled(255, np.uint8)).save(folder/f"{n}.png")
+        elif kind == "png16": Image.fromarray(scaled(65535, np.uint16)).save(folder/f"{n}.png")
         else: np.save(folder/f"{n}.npy", np.asarray(m, np.float32))
     return folder
 
@@ -173,8 +174,8 @@ def test_one_model_one_answer(tmp_path, monkeypatch, capsys):
         stored = np.asarray(Image.open(tmp_path/"pred"/f"{n}_png_prob.png"), float) / 255
         assert np.abs(stored - p).max() <= 0.5 / 255 + 1e-6  # predict's 8-bit probability map is evaluate's
     capsys.readouterr()  # predict's progress lines
-    code, _, err = run([tmp_path/"pred", tmp_path/"prepB"/"manifest.json", "--out", tmp_path/"sc", "--suffix", "_png_mask"],
-                       monkeypatch, capsys)
+    argv = [tmp_path/"pred", tmp_path/"prepB"/"manifest.json", "--out", tmp_path/"sc", "--suffix", "_png_mask"]
+    code, _, err = run(argv, monkeypatch, capsys)
     assert err == ""  # predict's other files (_prob, _overlay, CSVs) are not predictions under this suffix
     s = metrics(tmp_path/"sc")
     assert code == 0 and 0 < s["IoU_pct"] < 100
