@@ -13,7 +13,7 @@ from fastcore.script import call_parse, Param
 from .config import UserError
 
 # %% auto #0
-__all__ = ['OS_ERRORS', 'NO_MANIFEST', 'user_message', 'user_errors', 'need_file', 'prepare_cli', 'synthetic_cli', 'pretrain_cli', 'train_cli', 'evaluate_cli', 'predict_cli', 'export_cli']
+__all__ = ['OS_ERRORS', 'NO_MANIFEST', 'user_message', 'user_errors', 'need_file', 'prepare_cli', 'synthetic_cli', 'pretrain_cli', 'train_cli', 'evaluate_cli', 'score_cli', 'predict_cli', 'export_cli']
 
 # %% ../nbs/00b_cli.ipynb #617256d7
 OS_ERRORS = {  # errno -> what it means for the path and what to do
@@ -147,6 +147,7 @@ def evaluate_cli(checkpoint:str="outputs/train/model.pt", # from the train stage
                  out:str="results/evaluate", # metrics.json, details.json, pdfa.csv, figures
                  params:str=None, # params file: its `evaluate` group, base.device and base.threads (default: the checkpoint's evaluate group, cpu)
                  device:str=None, # torch device (default: base.device of --params, else cpu)
+                 normalization:str="model", # image statistics: model (the checkpoint's) or dataset (--manifest's)
                  debug:bool=False, # show the traceback of an error instead of one line
                 ):
     "Score a checkpoint on a test split; the report notebook shows what it writes."
@@ -158,11 +159,33 @@ def evaluate_cli(checkpoint:str="outputs/train/model.pt", # from the train stage
         from dgspnet.runtime import pick_device
         name = device or (cfg.base.device if cfg else "cpu")
         pick_device(name, "--device" if device else f"{params}: base.device")  # a wrong device before any work
+        from dgspnet.inference import normalization_stats
+        normalization_stats(normalization, {}, {})  # a wrong rule before any work
         from dgspnet.evaluate import evaluate
         m = evaluate(checkpoint, manifest, out, cfg.evaluate if cfg else None,
-                     device=name, threads=cfg.base.threads if cfg else None)
+                     device=name, threads=cfg.base.threads if cfg else None, normalization=normalization)
     if m["text_tower_random"]: print(RANDOM_TEXT_WARNING)
     print(json.dumps(m, indent=2))
+
+# %% ../nbs/14a_score.ipynb #1b684b45
+@call_parse
+def score_cli(predictions:str, # folder of predicted masks or probability maps (PNG 8/16 bit, .npy), named by image stem
+              dataset:str, # dataset folder (validated as dgspnet_prepare does) or its manifest.json
+              out:str="results/score", # metrics.json, per_image.csv, pdfa.csv, pdfa.png
+              split:str="test", # the split scored: test or train
+              threshold:float=0.5, # a pixel is target when its value (8-bit PNG: value/255) is above it
+              curve_points:int=41, # thresholds on the Pd-Fa curve
+              suffix:str="", # the end of each prediction's stem after the image name, e.g. _png_mask (predict's)
+              debug:bool=False, # show the traceback of an error instead of one line
+             ):
+    "Score any method's masks against a dataset split; exit 1 if some split images were not scored, 2 if none."
+    import json
+    with user_errors("dgspnet_score", debug, [out]):
+        from dgspnet.score import score
+        m = score(predictions, dataset, out, split, threshold, curve_points, suffix)
+    for p in m["problems"]: print(f"dgspnet_score: {p}", file=sys.stderr)
+    print(json.dumps({k: v for k, v in m.items() if k != "problems"}, indent=2))
+    sys.exit(1 if m["n_scored"] < m["n_split"] else 0)
 
 # %% ../nbs/15_predict.ipynb #3eb248a5
 @call_parse

@@ -21,7 +21,7 @@ from .data import IRSTDDataset
 from .metrics import SegmentationMetrics, pd_fa_curve, plot_pd_fa_curve
 from .model import pad_to_multiple
 from .checkpoint import load_trained
-from .inference import overlay, predict_split, scenes_of, to_channels_last
+from .inference import normalization_stats, overlay, predict_split, scenes_of, to_channels_last
 from .tokens import plot_token_words, token_words
 
 # %% auto #0
@@ -291,6 +291,7 @@ def evaluate(checkpoint, # model.pt from the train stage
              settings:EvaluateCfg|None=None, # threshold, curve points, figures (None: the checkpoint's `evaluate` group)
              device="cpu", threads:int|None=None,
              progress:bool=True, # a line on stderr every tenth of the test split
+             normalization:str="model", # the checkpoint's training statistics, or "dataset": the manifest's
             ) -> dict:
     "Score `checkpoint` on the test split of `manifest`; write metrics.json, details.json, CSVs and figures; return the metrics."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -300,6 +301,7 @@ def evaluate(checkpoint, # model.pt from the train stage
     net, cfg = to_channels_last(trained.net), trained.config
     ev = settings or cfg.evaluate
     ds = IRSTDDataset(manifest, "test", train=False)
+    ds.stats = normalization_stats(normalization, trained.stats, ds.stats)
     met = SegmentationMetrics(threshold=ev.threshold)
     records, t0 = [], time.time()
     for item, prob in predict_split(net, ds):
@@ -314,7 +316,8 @@ def evaluate(checkpoint, # model.pt from the train stage
                    n_trainable=int(trained.param_counts["trainable"]),
                    text_tower_random=trained.text_tower_random, dataset=dataset)
     (out/"metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    details = dict(threshold=ev.threshold, **target_free_summary(records, met.empty_iou), n_targets=met.counts["targets"],
+    details = dict(threshold=ev.threshold, normalization=dict(rule=normalization, **ds.stats),
+                   **target_free_summary(records, met.empty_iou), n_targets=met.counts["targets"],
                    params_frozen=int(trained.param_counts["frozen"]),
                    clip_weights=cfg.model.clip_weights, pretrain_epochs=int(cfg.pretrain.epochs), train_epochs=int(cfg.train.epochs),
                    train_lr=cfg.train.lr, crop=cfg.data.crop, batch_size=cfg.train.batch_size, widths=list(cfg.model.widths))

@@ -8,13 +8,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from tqdm import tqdm
+from .config import UserError
 from .data import normalize
 from .model import DGSPNet, pad_to_multiple
 from .metrics import SegmentationMetrics
 
 # %% auto #0
-__all__ = ['to_channels_last', 'is_channels_last', 'predict_normalized', 'predict_image', 'tile_starts', 'predict_tiled',
-           'scenes_of', 'predict_split', 'test_metrics', 'overlay']
+__all__ = ['NORMALIZATIONS', 'to_channels_last', 'is_channels_last', 'predict_normalized', 'predict_image', 'tile_starts',
+           'predict_tiled', 'scenes_of', 'predict_split', 'test_metrics', 'normalization_stats', 'overlay']
 
 # %% ../nbs/11b_inference.ipynb #afc39eea
 def to_channels_last(net:torch.nn.Module) -> torch.nn.Module:
@@ -114,6 +115,19 @@ def test_metrics(net:DGSPNet, ds, threshold:float=0.5) -> dict:
         h, w = prob.shape
         m.update(prob, item["mask"][0, :h, :w].numpy() > 0.5)
     return m.compute()
+
+# %% ../nbs/11b_inference.ipynb #e5545864
+NORMALIZATIONS = ("model", "dataset")
+
+def normalization_stats(normalization:str, # "model" (the checkpoint's training statistics) or "dataset"
+                        model_stats:dict, # dict(mean, std) stored in the checkpoint
+                        dataset_stats:dict, # dict(mean, std) of the evaluated dataset's training split (its manifest)
+                       ) -> dict: # dict(mean, std) to normalize with
+    "The statistics images are normalized with under the rule `normalization`."
+    if normalization not in NORMALIZATIONS:
+        raise UserError(f"--normalization {normalization!r}: use model (the checkpoint's training statistics, "
+                        "the default) or dataset (the evaluated dataset's)")
+    return dict(model_stats if normalization == "model" else dataset_stats)
 
 # %% ../nbs/11b_inference.ipynb #adb1014b
 def overlay(img:np.ndarray, # (H,W) image, any range
