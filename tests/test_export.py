@@ -14,17 +14,10 @@ from dgspnet.checkpoint import build_model, save_trained, load_trained
 from dgspnet.cli import export_cli, predict_cli
 from dgspnet.export import load_onnx
 from dgspnet.inference import predict_image, predict_tiled
+from cli_run import run_cli
 
 TINY = {"model": {"widths": [4, 8, 16, 32, 64], "clip_weights": "none", "head_prior": None}}
 STATS = {"mean": 0.3, "std": 0.1}
-
-
-def run(cli, prog, argv, monkeypatch, capsys):
-    "A console script in-process; returns (exit status, stdout, stderr)."
-    monkeypatch.setattr(sys, "argv", [prog, *map(str, argv)])
-    with pytest.raises(SystemExit) as e: cli()
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +57,7 @@ def test_predict_runtime_onnx_matches_torch(exported, tmp_path, monkeypatch, cap
         Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(frames/name)
     for runtime, model in [("torch", "model.pt"), ("onnx", "model.onnx")]:
         argv = [exported/model, frames, tmp_path/runtime, "--runtime", runtime]
-        code, out, err = run(predict_cli, "dgspnet_predict", argv, monkeypatch, capsys)
+        code, out, err = run_cli(predict_cli, "dgspnet_predict", argv, monkeypatch, capsys)
         assert code == 0, err
         assert "2 frame(s) predicted" in out
     for name in ("a", "b"):
@@ -87,9 +80,9 @@ def test_user_mistakes_are_one_line(exported, tmp_path, monkeypatch, capsys):
         (export_cli, "dgspnet_export", [tmp_path/"none.pt", tmp_path/"m.onnx"], "no such file"),
     ]
     for cli, prog, argv, says in cases:
-        code, out, err = run(cli, prog, argv, monkeypatch, capsys)
+        code, out, err = run_cli(cli, prog, argv, monkeypatch, capsys)
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1, (argv, err)
     (tmp_path/"fake.onnx").write_text("not a model")
     argv = [tmp_path/"fake.onnx", frames, tmp_path/"o5", "--runtime", "onnx"]
-    code, out, err = run(predict_cli, "dgspnet_predict", argv, monkeypatch, capsys)
+    code, out, err = run_cli(predict_cli, "dgspnet_predict", argv, monkeypatch, capsys)
     assert code == 2 and "dgspnet_export" in err and len(err.strip().splitlines()) == 1, err

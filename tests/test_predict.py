@@ -12,6 +12,7 @@ from dgspnet.config import config_from_dict
 from dgspnet.checkpoint import build_model, save_trained, load_trained
 from dgspnet.cli import predict_cli
 from dgspnet.predict import predict_frames, run_predict, OUTPUT_KINDS
+from cli_run import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"model": {"widths": [4, 8, 16, 32, 64], "clip_weights": "none"}}
@@ -27,10 +28,7 @@ def tree_hash(root) -> str:
 
 def run(argv, monkeypatch, capsys):
     "predict_cli in-process; returns (exit status, stdout, stderr)."
-    monkeypatch.setattr(sys, "argv", ["dgspnet_predict", *map(str, argv)])
-    with pytest.raises(SystemExit) as e: predict_cli()
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
+    return run_cli(predict_cli, "dgspnet_predict", argv, monkeypatch, capsys)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from PIL import Image
 from dgspnet.cli import score_cli
 from dgspnet.data import IRSTDDataset, prepare_dataset
 from dgspnet.synthetic import make_synthetic_dataset
+from cli_run import run_cli
 
 N_TEST, SIZE = 5, 32
 
@@ -37,10 +38,7 @@ def write(folder, masks, kind="png8"):
 
 def run(argv, monkeypatch, capsys):
     "score_cli in-process; returns (exit status, stdout, stderr)."
-    monkeypatch.setattr(sys, "argv", ["dgspnet_score", *map(str, argv)])
-    with pytest.raises(SystemExit) as e: score_cli()
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
+    return run_cli(score_cli, "dgspnet_score", argv, monkeypatch, capsys)
 
 
 def metrics(out): return json.loads((Path(out)/"metrics.json").read_text())
