@@ -22,7 +22,7 @@ def readme_keys() -> list:
     "Every `group.key` (or `group.sub.key`) the README names; a name whose last part is a file extension is a file."
     text = (ROOT / "README.md").read_text()
     names = re.findall(r"(?<![\w/.-])((?:base|data|model|pretrain|train|evaluate)(?:\.[a-z_0-9]+)+)", text)
-    files = {"dvc", "txt", "pt", "ipynb", "yaml", "json", "csv", "md", "png", "py", "lock"}
+    files = {"dvc", "txt", "pt", "onnx", "npy", "ipynb", "yaml", "json", "csv", "md", "png", "py", "lock"}
     return sorted({n for n in names if n.rsplit(".", 1)[1] not in files})
 
 
