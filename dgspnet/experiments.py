@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
 from .config import PAPER_TABLES, ConfigError, UserError, config_from_dict, read_paper_tables, read_yaml
+from .cli import user_errors
 
 # %% auto #0
 __all__ = ['DESCRIPTION', 'METRICS_FILE', 'METRIC_KEYS', 'SEED_NAME', 'TABLE2_DATASETS', 'load_presets', 'preset_descriptions',
@@ -438,7 +439,7 @@ def exp_cli(argv:list|None=None, # command-line words (default: sys.argv[1:])
            ):
     "Run (or queue) DVC experiments for named presets; `--list` names them, `--table` tabulates the runs."
     a = exp_parser().parse_args(argv)
-    try:
+    with user_errors("dgspnet_exp", a.debug):
         if a.list:
             descr = preset_descriptions(a.file)
             w = max(map(len, descr))
@@ -447,7 +448,3 @@ def exp_cli(argv:list|None=None, # command-line words (default: sys.argv[1:])
         elif not a.presets:
             raise UserError("name at least one preset (dgspnet_exp --list shows them), or --list / --table")
         else: _run_presets(a)
-    except UserError as e:
-        if a.debug: raise
-        print("dgspnet_exp: " + " ".join(str(e).split("\n")), file=sys.stderr)
-        sys.exit(2)

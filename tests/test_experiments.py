@@ -155,7 +155,7 @@ def test_busy_workspace_refused_queue_allowed(repo, capsys):
 def test_one_line_errors_exit_2_and_debug(repo, capsys):
     with pytest.raises(SystemExit) as e: exp_cli(["no-such-preset"])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.startswith("dgspnet_exp: unknown preset(s) ['no-such-preset']") and err.count("\n") == 1
+    assert e.value.code == 2 and err.startswith("dgspnet_exp: error: unknown preset(s) ['no-such-preset']") and err.count("\n") == 1
     from dgspnet.config import UserError
     with pytest.raises(UserError): exp_cli(["no-such-preset", "--debug"])
 
@@ -165,7 +165,7 @@ def test_without_dvc_one_line(repo, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "dvc.utils.hydra", None)                # as if DVC were not installed
     with pytest.raises(SystemExit) as e: exp_cli(["cpu-nudt-sirst", "--dry-run"])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.startswith("dgspnet_exp: DVC is not installed") and err.count("\n") == 1, err
+    assert e.value.code == 2 and err.startswith("dgspnet_exp: error: DVC is not installed") and err.count("\n") == 1, err
 
 
 def test_every_readme_key_is_a_dvc_param(tmp_path):
