@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
+from .config import UserError
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'SPLITS', 'LAYOUTS', 'INTENSITY_RULES', 'MASK_THRESHOLD', 'SOURCE_HINT', 'DatasetError', 'Layout',
@@ -23,8 +24,6 @@ __all__ = ['IMAGE_EXTS', 'SPLITS', 'LAYOUTS', 'INTENSITY_RULES', 'MASK_THRESHOLD
            'prepare_config', 'prepare_summary']
 
 # %% ../nbs/01_data.ipynb #3a0da89d
-from .config import UserError
-
 class DatasetError(UserError):
     "A folder that cannot be read as an IRSTD dataset; the message lists every problem, each naming its file."
     def __init__(self, message:str, problems=()):
@@ -202,8 +201,6 @@ def png_sbit(path) -> int|None:
     return None
 
 # %% ../nbs/01_data.ipynb #845635bd
-from .config import UserError
-
 INTENSITY_RULES = ("auto", "8", "10", "12", "14", "16", "unit", "minmax") # `intensity=`: the table's, or forced
 
 def check_intensity(intensity) -> str:

@@ -30,7 +30,6 @@ __all__ = ['FRAME_SUFFIXES', 'OUTPUT_KINDS', 'DETECTION_FIELDS', 'FRAME_FIELDS',
 FRAME_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 OUTPUT_KINDS = ("prob", "mask", "overlay") # files per frame: <base>_<kind>.png
 
-from .config import UserError
 
 class PredictError(UserError, ValueError):
     "The run cannot start (bad input or output path); one line that names the path."

@@ -30,8 +30,6 @@ def seed_everything(seed:int=0, # the run's seed (base.seed)
     torch.backends.cudnn.deterministic = bool(deterministic)
 
 # %% ../nbs/00a_runtime.ipynb #e467921b
-from .config import UserError
-
 def pick_device(name:str="auto", # "auto", "cpu", "cuda", "cuda:1", ...
                 setting:str="base.device", # where the name came from, for the error message
                ) -> torch.device:

@@ -19,6 +19,7 @@ from open_clip.factory import load_state_dict as _open_clip_load_state_dict
 from open_clip.model import _build_text_tower
 from open_clip.transformer import ResidualAttentionBlock
 from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+from .config import UserError
 
 _logger = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ class TextFeatures(NamedTuple):
     mask: torch.Tensor # [B, L] bool, True for real tokens, [sot] up to and including [eot]
 
 # %% ../nbs/06_text.ipynb #cell009
-from .config import UserError
-
 class ClipWeightsMissing(UserError, FileNotFoundError):
     "CLIP text-encoder weights could not be found; the message says how to provide them."
 
