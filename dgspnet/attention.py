@@ -17,41 +17,48 @@ __all__ = ['TGSA_NORMS', 'TGCA', 'masked_mean', 'attend', 'TextCrossAttention', 
 # %% ../nbs/09_attention.ipynb #cell005
 class TGCA(nn.Module):
     "Eq. 3: f + f * sigmoid(Linear(Concat(GAP(f), MLP(f_text))))."
-    def __init__(self,
-                 channels:int, # C, channels of f_mid
-                 text_dim:int, # d_t, width of the text vector
-                ):
+
+    def __init__(
+        self,
+        channels: int,  # C, channels of f_mid
+        text_dim: int,  # d_t, width of the text vector
+    ):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(text_dim, channels), nn.ReLU(inplace=True), nn.Linear(channels, channels))
         self.fn = nn.Linear(2 * channels, channels)
 
-    def weights(self, f:torch.Tensor, f_text:torch.Tensor) -> torch.Tensor:
+    def weights(self, f: torch.Tensor, f_text: torch.Tensor) -> torch.Tensor:
         "w_ch of Eq. 3, shape [B,C,1,1]; f_text [B,d_t] (or [1,d_t], broadcast over the batch)."
         t = self.mlp(f_text).expand(f.shape[0], -1)
         w = torch.sigmoid(self.fn(torch.cat([f.mean((2, 3)), t], 1)))
         return w[:, :, None, None]
 
-    def forward(self, f:torch.Tensor, f_text:torch.Tensor) -> torch.Tensor:
+    def forward(self, f: torch.Tensor, f_text: torch.Tensor) -> torch.Tensor:
         return f + f * self.weights(f, f_text)
 
 # %% ../nbs/09_attention.ipynb #cell008
-def masked_mean(seq:torch.Tensor, # [B,L,D] token features
-                mask:torch.Tensor, # [B,L] bool, True = real token
-               ) -> torch.Tensor: # [B,D]
+def masked_mean(
+    seq: torch.Tensor,  # [B,L,D] token features
+    mask: torch.Tensor,  # [B,L] bool, True = real token
+) -> torch.Tensor:  # [B,D]
     "Mean over the real tokens of each sequence."
     m = mask.to(seq.dtype)[..., None]
     return (seq * m).sum(1) / m.sum(1).clamp_min(1)
 
 # %% ../nbs/09_attention.ipynb #a47138f8
-def attend(attn:nn.MultiheadAttention, # batch_first, no bias_k/bias_v/zero-attention; its weights are used
-           q:torch.Tensor, # [B,S,E] queries
-           kv:torch.Tensor, # [B,L,kdim] keys and values (one tensor)
-           key_mask:torch.Tensor|None=None, # [B,L] bool, True = a real token
-          ) -> torch.Tensor: # [B,S,E]
+def attend(
+    attn: nn.MultiheadAttention,  # batch_first, no bias_k/bias_v/zero-attention; its weights are used
+    q: torch.Tensor,  # [B,S,E] queries
+    kv: torch.Tensor,  # [B,L,kdim] keys and values (one tensor)
+    key_mask: torch.Tensor | None = None,  # [B,L] bool, True = a real token
+) -> torch.Tensor:  # [B,S,E]
     "`attn(q, kv, kv, key_padding_mask=~key_mask, need_weights=False)[0]`, via F.scaled_dot_product_attention."
     E, H = attn.embed_dim, attn.num_heads
-    w = attn.in_proj_weight.chunk(3) if attn._qkv_same_embed_dim else (attn.q_proj_weight, attn.k_proj_weight,
-                                                                      attn.v_proj_weight)
+    w = (
+        attn.in_proj_weight.chunk(3)
+        if attn._qkv_same_embed_dim
+        else (attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight)
+    )
     b = (None,) * 3 if attn.in_proj_bias is None else attn.in_proj_bias.chunk(3)
     heads = lambda t: t.unflatten(-1, (H, E // H)).transpose(1, 2)  # [B,H,len,E/H]
     Q, K, V = heads(F.linear(q, w[0], b[0])), heads(F.linear(kv, w[1], b[1])), heads(F.linear(kv, w[2], b[2]))
@@ -61,65 +68,78 @@ def attend(attn:nn.MultiheadAttention, # batch_first, no bias_k/bias_v/zero-atte
 # %% ../nbs/09_attention.ipynb #cell011
 class TextCrossAttention(nn.Module):
     "f5 positions attend to the prompt's tokens: LN(f5 + MHA(f5, text, text)), shape kept."
-    def __init__(self,
-                 channels:int, # C5, channels of f5
-                 text_dim:int, # d_t, width of the token features
-                 heads:int=8,  # attention heads (must divide channels)
-                ):
+
+    def __init__(
+        self,
+        channels: int,  # C5, channels of f5
+        text_dim: int,  # d_t, width of the token features
+        heads: int = 8,  # attention heads (must divide channels)
+    ):
         super().__init__()
-        if channels % heads: raise ValueError(f"channels={channels} is not divisible by heads={heads}")
+        if channels % heads:
+            raise ValueError(f"channels={channels} is not divisible by heads={heads}")
         self.attn = nn.MultiheadAttention(channels, heads, kdim=text_dim, vdim=text_dim, batch_first=True)
         self.norm = nn.LayerNorm(channels)
 
-    def forward(self, f:torch.Tensor, # [B,C,h,w] image feature f5
-                seq:torch.Tensor,     # [B,L,d_t] text token features (or [1,L,d_t], broadcast)
-                mask:torch.Tensor|None=None, # [B,L] bool, True = real token
-                return_weights:bool=False, # also return the attention [B,h*w,L]
-               ):
+    def forward(
+        self,
+        f: torch.Tensor,  # [B,C,h,w] image feature f5
+        seq: torch.Tensor,  # [B,L,d_t] text token features (or [1,L,d_t], broadcast)
+        mask: torch.Tensor | None = None,  # [B,L] bool, True = real token
+        return_weights: bool = False,  # also return the attention [B,h*w,L]
+    ):
         B, C, h, w = f.shape
         q = f.flatten(2).transpose(1, 2)
         seq = seq.expand(B, -1, -1)
         pad = None if mask is None else ~mask.expand(B, -1)  # for the weights, which only MHA's forward returns
-        if return_weights: out, att = self.attn(q, seq, seq, key_padding_mask=pad, need_weights=True)
-        else: out = attend(self.attn, q, seq, None if mask is None else mask.expand(B, -1))
+        if return_weights:
+            out, att = self.attn(q, seq, seq, key_padding_mask=pad, need_weights=True)
+        else:
+            out = attend(self.attn, q, seq, None if mask is None else mask.expand(B, -1))
         y = self.norm(q + out).transpose(1, 2).reshape(B, C, h, w)
         return (y, att) if return_weights else y
 
 # %% ../nbs/09_attention.ipynb #cell016
 TGSA_NORMS = ("softmax", "softmax_hw", "sigmoid")
 
+
 class TGSA(nn.Module):
     "Eq. 7-8 + the gated residual of Eq. 9: returns (f + w*f, w) with w [B,1,h,w]."
-    def __init__(self,
-                 channels:int, # C, channels of f_fused
-                 text_dim:int, # d_t, width of the [eot] feature
-                 dim:int|None=None, # d_c, shared latent size; None = channels
-                 norm:str="softmax", # "softmax" (Eq. 8 as written), "softmax_hw" or "sigmoid"
-                ):
+
+    def __init__(
+        self,
+        channels: int,  # C, channels of f_fused
+        text_dim: int,  # d_t, width of the [eot] feature
+        dim: int | None = None,  # d_c, shared latent size; None = channels
+        norm: str = "softmax",  # "softmax" (Eq. 8 as written), "softmax_hw" or "sigmoid"
+    ):
         super().__init__()
-        if norm not in TGSA_NORMS: raise ValueError(f"norm must be one of {TGSA_NORMS}, got {norm!r}")
+        if norm not in TGSA_NORMS:
+            raise ValueError(f"norm must be one of {TGSA_NORMS}, got {norm!r}")
         dim = dim or channels
         self.norm, self.dim = norm, dim
         self.mlp_vis = nn.Sequential(nn.Conv2d(channels, dim, 1), nn.ReLU(inplace=True), nn.Conv2d(dim, dim, 1))
         self.mlp_txt = nn.Sequential(nn.Linear(text_dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
 
-    def weights(self, f:torch.Tensor, f_eot:torch.Tensor) -> torch.Tensor:
+    def weights(self, f: torch.Tensor, f_eot: torch.Tensor) -> torch.Tensor:
         "w of Eq. 8, shape [B,1,h,w]; f_eot [B,d_t] (or [1,d_t])."
         B, _, h, w = f.shape
-        t = self.mlp_txt(f_eot).expand(B, -1)                   # t of Eq. 7, [B,dc]
+        t = self.mlp_txt(f_eot).expand(B, -1)  # t of Eq. 7, [B,dc]
         hid = F.relu(self.mlp_vis[0](f), inplace=True).permute(0, 2, 3, 1).reshape(B, h * w, -1)  # [B,h*w,dc]
         # the first layer of MLP_vis, positions by channels: a view, not a copy, when f is channels_last
         # <v, t> with v = W2 hid + b2 (last layer of MLP_vis) equals (W2^T t) . hid + b2 . t: the same numbers
         # without computing v at every position (half the FLOPs of MLP_vis at full resolution)
         last = self.mlp_vis[2]
-        u = t @ last.weight.flatten(1)                          # [B,dc]
+        u = t @ last.weight.flatten(1)  # [B,dc]
         logits = (torch.bmm(hid, u[:, :, None]).view(B, h, w) + (t @ last.bias)[:, None, None]) / math.sqrt(self.dim)
-        if self.norm == "sigmoid": a = torch.sigmoid(logits)
+        if self.norm == "sigmoid":
+            a = torch.sigmoid(logits)
         else:
             a = logits.flatten(1).softmax(-1).view(B, h, w)
-            if self.norm == "softmax_hw": a = a * (h * w)
+            if self.norm == "softmax_hw":
+                a = a * (h * w)
         return a[:, None]
 
-    def forward(self, f:torch.Tensor, f_eot:torch.Tensor):
+    def forward(self, f: torch.Tensor, f_eot: torch.Tensor):
         a = self.weights(f, f_eot)
         return f * (1 + a), a

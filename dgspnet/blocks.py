@@ -13,80 +13,95 @@ import torch.nn.functional as F
 __all__ = ['n_params', 'ConvBlock', 'DoubleConv', 'ChannelAttention', 'EncoderLayer', 'upsample2x_bilinear', 'upsample_to']
 
 # %% ../nbs/04_blocks.ipynb #a0a5accb
-def n_params(m:nn.Module) -> int:
+def n_params(m: nn.Module) -> int:
     "Number of parameter scalars of `m` (trainable and frozen; a shared parameter once)."
     return sum(p.numel() for p in m.parameters())
 
 # %% ../nbs/04_blocks.ipynb #cell005
 class ConvBlock(nn.Sequential):
     "Conv3x3 -> BatchNorm -> ReLU (Fig. 1 'Conv'); keeps the spatial size."
-    def __init__(self,
-                 in_channels:int,  # input channels
-                 out_channels:int, # output channels
-                 kernel_size:int=3, # odd kernel size; padding keeps the resolution
-                ):
-        super().__init__(nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+    def __init__(
+        self,
+        in_channels: int,  # input channels
+        out_channels: int,  # output channels
+        kernel_size: int = 3,  # odd kernel size; padding keeps the resolution
+    ):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
 
 # %% ../nbs/04_blocks.ipynb #cell008
 class DoubleConv(nn.Sequential):
     "Two stacked `ConvBlock`s (Eq. 1 without the pooling): in_channels -> out_channels -> out_channels."
-    def __init__(self,
-                 in_channels:int,  # input channels
-                 out_channels:int, # output channels of both blocks
-                ):
+
+    def __init__(
+        self,
+        in_channels: int,  # input channels
+        out_channels: int,  # output channels of both blocks
+    ):
         super().__init__(ConvBlock(in_channels, out_channels), ConvBlock(out_channels, out_channels))
 
 # %% ../nbs/04_blocks.ipynb #cell011
 class ChannelAttention(nn.Module):
     "CA of Eq. 1: f * sigmoid(Conv1x1(GMP(f) + GAP(f)))."
-    def __init__(self,
-                 channels:int, # channels of the feature it reweights
-                ):
+
+    def __init__(
+        self,
+        channels: int,  # channels of the feature it reweights
+    ):
         super().__init__()
         self.fc = nn.Conv2d(channels, channels, 1)
 
-    def weights(self, f:torch.Tensor) -> torch.Tensor:
+    def weights(self, f: torch.Tensor) -> torch.Tensor:
         "Channel weights in (0,1), shape [B,C,1,1]."
         pooled = f.amax((2, 3), keepdim=True) + f.mean((2, 3), keepdim=True)  # GMP + GAP
         return torch.sigmoid(self.fc(pooled))
 
-    def forward(self, f:torch.Tensor) -> torch.Tensor:
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
         return f * self.weights(f)
 
 # %% ../nbs/04_blocks.ipynb #cell014
 class EncoderLayer(nn.Module):
     "Eq. 1: [MaxPool] -> ConvBlock x2 -> CA."
-    def __init__(self,
-                 in_channels:int,  # input channels
-                 out_channels:int, # output channels
-                 pool:bool=True, # halve the resolution first (2x2 max-pool, stride 2)
-                ):
+
+    def __init__(
+        self,
+        in_channels: int,  # input channels
+        out_channels: int,  # output channels
+        pool: bool = True,  # halve the resolution first (2x2 max-pool, stride 2)
+    ):
         super().__init__()
         self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
         self.convs = DoubleConv(in_channels, out_channels)
         self.ca = ChannelAttention(out_channels)
 
-    def forward(self, x:torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ca(self.convs(self.pool(x)))
 
 # %% ../nbs/04_blocks.ipynb #98199970
-def _pad_edge(x:torch.Tensor) -> torch.Tensor:
+def _pad_edge(x: torch.Tensor) -> torch.Tensor:
     "Copy the first and last row and column outward by one pixel: `F.pad(x, (1, 1, 1, 1), mode='replicate')`."
     x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], -2)
     return torch.cat([x[..., :1], x, x[..., -1:]], -1)
 
-def upsample2x_bilinear(x:torch.Tensor, # [B,C,h,w]
-                       ) -> torch.Tensor: # [B,C,2h,2w]
+
+def upsample2x_bilinear(
+    x: torch.Tensor,  # [B,C,h,w]
+) -> torch.Tensor:  # [B,C,2h,2w]
     "`F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)`, with a backward that is deterministic on CUDA."
     C = x.shape[1]
     k = x.new_tensor([0.25, 0.75, 0.75, 0.25])
     w = (k[:, None] * k[None, :]).expand(C, 1, 4, 4)
     return F.conv_transpose2d(_pad_edge(x), w, stride=2, padding=3, groups=C)
 
-def upsample_to(x:torch.Tensor, # [B,C,h,w]
-                size:tuple, # (H, W) = (h, w) * 2**k
-               ) -> torch.Tensor:
+
+def upsample_to(
+    x: torch.Tensor,  # [B,C,h,w]
+    size: tuple,  # (H, W) = (h, w) * 2**k
+) -> torch.Tensor:
     "Bilinear upsampling by a power of two, as repeated `upsample2x_bilinear` (refuses other sizes)."
     while tuple(x.shape[-2:]) != tuple(size):
         h, w = x.shape[-2:]

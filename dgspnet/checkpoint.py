@@ -21,39 +21,48 @@ __all__ = ['build_model', 'text_keys', 'text_checksum', 'trainable_state', 'load
            'load_trained']
 
 # %% ../nbs/11a_checkpoint.ipynb #15924eb8
-def build_model(cfg:Config) -> DGSPNet:
+def build_model(cfg: Config) -> DGSPNet:
     "`DGSPNet` from the `model` group (the TEXT module raises if CLIP weights are asked for and missing)."
     torch.manual_seed(cfg.base.seed)
     return DGSPNet(**cfg.model.kwargs())
 
 # %% ../nbs/11a_checkpoint.ipynb #571fbb74
-def _text_modules(model:nn.Module) -> list: return [m for m in model.modules() if isinstance(m, TextEncoder)]
+def _text_modules(model: nn.Module) -> list:
+    return [m for m in model.modules() if isinstance(m, TextEncoder)]
 
-def text_keys(model:nn.Module) -> set:
+
+def text_keys(model: nn.Module) -> set:
     "State-dict keys that belong to the frozen text tower."
     ids = {id(t) for m in _text_modules(model) for t in [*m.parameters(), *m.buffers()]}
     return {k for k, v in model.state_dict(keep_vars=True).items() if id(v) in ids}
 
-def text_checksum(model:nn.Module) -> float:
+
+def text_checksum(model: nn.Module) -> float:
     "Sum of the text tower's weights (detects a different tower)."
     return float(sum(p.detach().double().sum() for m in _text_modules(model) for p in m.parameters()))
 
-def trainable_state(model:nn.Module) -> dict:
+
+def trainable_state(model: nn.Module) -> dict:
     "The model's state dict without the frozen text tower."
     skip = text_keys(model)
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k not in skip}
 
-def load_trainable_state(model:nn.Module, state:dict, checksum=None):
+
+def load_trainable_state(model: nn.Module, state: dict, checksum=None):
     "Load `trainable_state` output; every non-text key must be present; the text tower must match `checksum`."
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = sorted(set(missing) - text_keys(model))
-    if missing or unexpected: raise RuntimeError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if missing or unexpected:
+        raise RuntimeError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     if checksum is not None and not np.isclose(text_checksum(model), checksum, rtol=1e-9, atol=1e-6):
-        raise RuntimeError(f"text tower differs from the one used in training (checksum {text_checksum(model)} != {checksum})")
+        raise RuntimeError(
+            f"text tower differs from the one used in training (checksum {text_checksum(model)} != {checksum})"
+        )
 
 # %% ../nbs/11a_checkpoint.ipynb #b2cb03cd
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: mkstemp's files are private (0600); a saved file gets the permissions open() gives
+
 
 def save_atomic(obj, path):
     "torch.save to `path` via a uniquely named temporary file + os.replace (`FolderNotWritable` if full or read-only)."
@@ -70,33 +79,41 @@ def save_atomic(obj, path):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        if tmp is not None: Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         kept = f"the previous {path.name} is intact" if path.exists() else f"there was no {path.name} before"
         err = not_writable(path.parent, e, f"{path.name} was not saved and nothing was lost ({kept})")
-        if err is None: raise
+        if err is None:
+            raise
         raise err from e
 
 # %% ../nbs/11a_checkpoint.ipynb #04ebc4b4
 class CheckpointError(UserError, ValueError):
     "A file that cannot be loaded as what is asked for; the one-line message names the file and says what to use."
 
+
 def load_file(path, what="checkpoint") -> dict:
     "The dict in `path`, loaded with weights_only=True (never runs code); a `CheckpointError` naming it if it cannot."
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such {what} file" + (" (it is a folder)" if path.is_dir() else ""))
-    try: ck = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         if isinstance(e, pickle.UnpicklingError) and zipfile.is_zipfile(path):  # torch's format, content refused
-            raise CheckpointError(f"{path}: refused: it holds Python objects other than tensors and plain values, "
-                                  "and loading them could run code; use a file written by dgspnet") from e
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a truncated or corrupt one "
-                              f"({type(e).__name__})") from e
-    if not isinstance(ck, dict): raise CheckpointError(f"{path}: not a dgspnet {what} (it holds a {type(ck).__name__})")
+            raise CheckpointError(
+                f"{path}: refused: it holds Python objects other than tensors and plain values, "
+                "and loading them could run code; use a file written by dgspnet"
+            ) from e
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint, or a truncated or corrupt one ({type(e).__name__})"
+        ) from e
+    if not isinstance(ck, dict):
+        raise CheckpointError(f"{path}: not a dgspnet {what} (it holds a {type(ck).__name__})")
     return ck
 
 # %% ../nbs/11a_checkpoint.ipynb #e5c95d2d
-def weights_hash(state:dict) -> str:
+def weights_hash(state: dict) -> str:
     "Short SHA-256 of a state dict's names, dtypes, shapes and values (a training run's pretrained weights)."
     h = hashlib.sha256()
     for k in sorted(state):
@@ -105,7 +122,8 @@ def weights_hash(state:dict) -> str:
         h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
-def _imported(tree:ast.AST) -> set:
+
+def _imported(tree: ast.AST) -> set:
     "Names of the dgspnet modules an import statement of `tree` names (`from .x import`, `import dgspnet.x`, ...)."
     names = set()
     for node in ast.walk(tree):
@@ -116,61 +134,92 @@ def _imported(tree:ast.AST) -> set:
             names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("dgspnet.")}
     return names
 
-def import_closure(module:str="train", package=None) -> list:
+
+def import_closure(module: str = "train", package=None) -> list:
     "The files of the package's modules that `module` imports, directly or through others (and its own)."
     import dgspnet
+
     pkg = Path(package or Path(dgspnet.__file__).parent)
     seen, todo = set(), [module]
     while todo:
         m = todo.pop()
-        if m not in seen and (pkg/f"{m}.py").is_file():
+        if m not in seen and (pkg / f"{m}.py").is_file():
             seen.add(m)
-            todo += sorted(_imported(ast.parse((pkg/f"{m}.py").read_text())))
-    return sorted(pkg/f"{m}.py" for m in seen)
+            todo += sorted(_imported(ast.parse((pkg / f"{m}.py").read_text())))
+    return sorted(pkg / f"{m}.py" for m in seen)
+
 
 def code_hash(files) -> str:
     "Short SHA-256 of the names and bytes of `files` (a stage's `import_closure`)."
     h = hashlib.sha256()
-    for f in sorted(map(Path, files)): h.update(f.name.encode() + b"\0" + f.read_bytes())
+    for f in sorted(map(Path, files)):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
 # %% ../nbs/11a_checkpoint.ipynb #723e57fd
 @dataclass
 class Trained:
     "A trained DGSPNet (eval mode) and what inference needs with it."
+
     net: DGSPNet
-    config: Config   # the params that built and trained it
-    stats: dict      # normalisation statistics of the training split: dict(mean, std)
+    config: Config  # the params that built and trained it
+    stats: dict  # normalisation statistics of the training split: dict(mean, std)
     param_counts: dict
-    @property
-    def text_tower_random(self) -> bool: return self.config.text_tower_random
-    @property
-    def threshold(self) -> float: return self.config.evaluate.threshold
 
-def save_trained(net:DGSPNet, cfg:Config, stats:dict, path, **extra):
+    @property
+    def text_tower_random(self) -> bool:
+        return self.config.text_tower_random
+
+    @property
+    def threshold(self) -> float:
+        return self.config.evaluate.threshold
+
+
+def save_trained(net: DGSPNet, cfg: Config, stats: dict, path, **extra):
     "Write `model.pt` atomically: trainable weights, tower checksum, config, statistics (+ `extra` entries)."
-    save_atomic(dict(state=trainable_state(net), text_checksum=text_checksum(net), config=cfg.to_dict(), stats=stats,
-                     param_counts=net.param_counts(), **extra), path)  # the random-tower flag is the config's
+    save_atomic(
+        dict(
+            state=trainable_state(net),
+            text_checksum=text_checksum(net),
+            config=cfg.to_dict(),
+            stats=stats,
+            param_counts=net.param_counts(),
+            **extra,
+        ),
+        path,
+    )  # the random-tower flag is the config's
 
-def _read_checkpoint(path:Path) -> dict:
+
+def _read_checkpoint(path: Path) -> dict:
     "The trained-model dict in `path`, or a `CheckpointError` saying why it is not one."
     ck = load_file(path)
     keys = set(ck)
     if {"state", "fingerprint", "config"} <= keys and not keys & {"stats", "param_counts"}:
-        raise CheckpointError(f"{path}: a pretraining checkpoint (encoder weights only); use the trained model of the train stage, outputs/train/model.pt")
+        raise CheckpointError(
+            f"{path}: a pretraining checkpoint (encoder weights only); use the trained model of the train stage, outputs/train/model.pt"
+        )
     need = {"state", "config", "stats", "param_counts"}
-    if not need <= keys: raise CheckpointError(f"{path}: not a DGSPNet model checkpoint (missing {sorted(need - keys)}); use outputs/train/model.pt")
+    if not need <= keys:
+        raise CheckpointError(
+            f"{path}: not a DGSPNet model checkpoint (missing {sorted(need - keys)}); use outputs/train/model.pt"
+        )
     return ck
 
-def load_trained(checkpoint, # model.pt written by the train stage
-                 device="cpu") -> Trained:
+
+def load_trained(
+    checkpoint,  # model.pt written by the train stage
+    device="cpu",
+) -> Trained:
     "Rebuild the model of `checkpoint`, load its weights, move it to `device` in eval mode; `CheckpointError` naming the file if it cannot."
     path = Path(checkpoint)
     ck = _read_checkpoint(path)
-    try: cfg = config_from_dict(ck["config"])
-    except Exception as e: raise CheckpointError(f"{path}: its config cannot be read ({e})") from e
+    try:
+        cfg = config_from_dict(ck["config"])
+    except Exception as e:
+        raise CheckpointError(f"{path}: its config cannot be read ({e})") from e
     net = build_model(cfg)  # missing CLIP weights raise `dgspnet.text.ClipWeightsMissing` with their own message
-    try: load_trainable_state(net, ck["state"], ck.get("text_checksum"))
+    try:
+        load_trainable_state(net, ck["state"], ck.get("text_checksum"))
     except RuntimeError as e:
         why = " ".join(str(e).replace("weights do not fit the model: ", "").split())
         raise CheckpointError(f"{path}: weights do not fit the model its config describes: {why[:300]}") from e

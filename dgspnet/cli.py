@@ -5,6 +5,7 @@
 # %% ../nbs/00b_cli.ipynb #35121824
 from __future__ import annotations
 import os, sys
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as dgspnet.runtime does, before a stage imports torch
 import errno
 from contextlib import contextmanager
@@ -18,9 +19,9 @@ __all__ = ['OS_ERRORS', 'NO_MANIFEST', 'user_message', 'user_errors', 'need_file
 # %% ../nbs/00b_cli.ipynb #617256d7
 OS_ERRORS = {  # errno -> what it means for the path and what to do
     errno.ENOSPC: "no space left on device; free some space (or write elsewhere) and run the same command again: "
-                  "the inputs are untouched",
+    "the inputs are untouched",
     errno.EDQUOT: "disk quota exceeded; free some space (or write elsewhere) and run the same command again: "
-                  "the inputs are untouched",
+    "the inputs are untouched",
     errno.EROFS: "read-only file system; choose a folder on a writable disk",
     errno.EACCES: "permission denied (not writable, or not readable, by this user); choose another path",
     errno.EPERM: "operation not permitted here (not writable by this user); choose another path",
@@ -30,11 +31,14 @@ OS_ERRORS = {  # errno -> what it means for the path and what to do
     errno.ENOENT: "no such file or folder",
 }
 
-def user_message(e:BaseException, # the exception that ended a command
-                 outputs=(), # the command's output folders, named when an OSError names no path
-                ) -> str|None:
+
+def user_message(
+    e: BaseException,  # the exception that ended a command
+    outputs=(),  # the command's output folders, named when an OSError names no path
+) -> str | None:
     "The message to show for an error the user caused and can fix; None for a bug (it keeps its traceback)."
-    if isinstance(e, UserError): return str(e)
+    if isinstance(e, UserError):
+        return str(e)
     if isinstance(e, OSError) and e.errno in OS_ERRORS:
         where = e.filename or ", ".join(str(o) for o in outputs if o) or "the output folder"
         return f"{where}: {OS_ERRORS[e.errno]}"
@@ -42,25 +46,30 @@ def user_message(e:BaseException, # the exception that ended a command
 
 # %% ../nbs/00b_cli.ipynb #007cb081
 @contextmanager
-def user_errors(prog:str, # the console script's name, which starts the line
-                debug:bool=False, # let the exception through (its traceback) instead
-                outputs=(), # the folders the command writes (named when an OSError names no path)
-               ):
+def user_errors(
+    prog: str,  # the console script's name, which starts the line
+    debug: bool = False,  # let the exception through (its traceback) instead
+    outputs=(),  # the folders the command writes (named when an OSError names no path)
+):
     "Turn an error the user caused into one line `prog: error: message` on stderr and exit status 2."
-    try: yield
+    try:
+        yield
     except Exception as e:
         msg = user_message(e, outputs)
-        if msg is None or debug: raise
+        if msg is None or debug:
+            raise
         print(f"{prog}: error: {msg}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 # %% ../nbs/00b_cli.ipynb #bea04136
 NO_MANIFEST = "run dgspnet_prepare (the prepare stage) first, or pass --manifest"  # how to make one
 
-def need_file(path, # a file the command reads
-              option:str, # the option that names it, e.g. "--manifest"
-              hint:str="", # how to make it, e.g. "run dgspnet_prepare first"
-             ):
+
+def need_file(
+    path,  # a file the command reads
+    option: str,  # the option that names it, e.g. "--manifest"
+    hint: str = "",  # how to make it, e.g. "run dgspnet_prepare first"
+):
     "`path`, if it is a file; else a `UserError` naming the option, the path and how to make the file."
     p = Path(path)
     if not p.is_file():
@@ -70,21 +79,25 @@ def need_file(path, # a file the command reads
 
 # %% ../nbs/01_data.ipynb #534ef606
 @call_parse
-def prepare_cli(source:Param("dataset folder, any layout (default: data.source of --params)", str, opt=False, nargs="?")=None,
-                out:str=None, # folder where manifest.json is written (required)
-                params:str=None, # params file (params.yaml): data.source, data.skip_bad, data.resize_masks
-                skip_bad:bool=False, # leave bad samples out (listed in the manifest) instead of stopping
-                resize_masks:bool=False, # resize masks drawn at another scale to their image's size
-                scenes:str=None, # CSV of name,scene (default: SOURCE/scenes.csv when present)
-                splits:str=None, # stems of the split lists as TRAIN,TEST, e.g. trainval_v1,test_v1 (default: the layout's own)
-                debug:bool=False, # show the traceback of an error instead of one line
-               ):
+def prepare_cli(
+    source: Param("dataset folder, any layout (default: data.source of --params)", str, opt=False, nargs="?") = None,
+    out: str = None,  # folder where manifest.json is written (required)
+    params: str = None,  # params file (params.yaml): data.source, data.skip_bad, data.resize_masks
+    skip_bad: bool = False,  # leave bad samples out (listed in the manifest) instead of stopping
+    resize_masks: bool = False,  # resize masks drawn at another scale to their image's size
+    scenes: str = None,  # CSV of name,scene (default: SOURCE/scenes.csv when present)
+    splits: str = None,  # stems of the split lists as TRAIN,TEST, e.g. trainval_v1,test_v1 (default: the layout's own)
+    debug: bool = False,  # show the traceback of an error instead of one line
+):
     "Validate an IRSTD dataset folder and write OUT/manifest.json (the DVC prepare stage, with --params)."
     from dgspnet.data import DatasetError, prepare_config, run_prepare, load_manifest, prepare_summary
+
     with user_errors("dgspnet_prepare", debug, [out]):
-        if out is None: raise DatasetError("--out DIR is required: the folder where manifest.json is written")
+        if out is None:
+            raise DatasetError("--out DIR is required: the folder where manifest.json is written")
         stems = None if splits is None else tuple(x.strip() for x in splits.split(","))
-        if stems is not None and (len(stems) != 2 or not all(stems)): raise DatasetError(f"--splits {splits!r}: give two stems as TRAIN,TEST")
+        if stems is not None and (len(stems) != 2 or not all(stems)):
+            raise DatasetError(f"--splits {splits!r}: give two stems as TRAIN,TEST")
         cfg = prepare_config(source, params, skip_bad, resize_masks)
         path = run_prepare(cfg, out, scenes=scenes, split_stems=stems, progress=True)
     man = load_manifest(path)  # its root resolved, to print
@@ -94,135 +107,168 @@ def prepare_cli(source:Param("dataset folder, any layout (default: data.source o
 
 # %% ../nbs/02_synthetic.ipynb #ab300e93
 @call_parse
-def synthetic_cli(params:str="params.yaml", # params file (its `data.synthetic` group)
-                  out:str="outputs/synthetic", # where the dataset is written (replaced)
-                  debug:bool=False, # show the traceback of an error instead of one line
-                 ):
+def synthetic_cli(
+    params: str = "params.yaml",  # params file (its `data.synthetic` group)
+    out: str = "outputs/synthetic",  # where the dataset is written (replaced)
+    debug: bool = False,  # show the traceback of an error instead of one line
+):
     "Stage `synthetic`: write the embedded synthetic dataset."
     import shutil
     from pathlib import Path
     from dgspnet.config import load_params
     from dgspnet.synthetic import make_synthetic_dataset
+
     with user_errors("dgspnet_synthetic", debug, [out]):
         s = load_params(params).data.synthetic
-        if Path(out).exists(): shutil.rmtree(out)
+        if Path(out).exists():
+            shutil.rmtree(out)
         print(make_synthetic_dataset(out, n_train=s.n_train, n_test=s.n_test, size=s.size, seed=s.seed))
 
 # %% ../nbs/13_train.ipynb #1321ce12
 @call_parse
-def pretrain_cli(params:str="params.yaml", # params file
-                 manifest:str="outputs/prepare/manifest.json", # from the prepare stage
-                 out:str="outputs/pretrain", # folder of encoder.pt and run.log
-                 ckpt_dir:str="outputs/checkpoints", # resumable checkpoints, one per run (not a DVC output)
-                 live_dir:str="results/pretrain", # dvclive folder
-                 keep_ckpt:bool=False, # keep the checkpoint when finished (a job's folder, removed by the job)
-                 debug:bool=False, # show the traceback of an error instead of one line
-                ):
+def pretrain_cli(
+    params: str = "params.yaml",  # params file
+    manifest: str = "outputs/prepare/manifest.json",  # from the prepare stage
+    out: str = "outputs/pretrain",  # folder of encoder.pt and run.log
+    ckpt_dir: str = "outputs/checkpoints",  # resumable checkpoints, one per run (not a DVC output)
+    live_dir: str = "results/pretrain",  # dvclive folder
+    keep_ckpt: bool = False,  # keep the checkpoint when finished (a job's folder, removed by the job)
+    debug: bool = False,  # show the traceback of an error instead of one line
+):
     "Stage `pretrain`: reconstruction pretraining (Eq. 10)."
     with user_errors("dgspnet_pretrain", debug, [out, ckpt_dir, live_dir]):
         need_file(manifest, "--manifest", NO_MANIFEST)  # before torch is imported
         from dgspnet.train import run_stage, run_pretrain
+
         run_stage(run_pretrain, params, manifest, out, ckpt_dir, live_dir, keep_ckpt)
 
+
 @call_parse
-def train_cli(params:str="params.yaml", # params file
-              manifest:str="outputs/prepare/manifest.json", # from the prepare stage
-              pretrained:str="outputs/pretrain/encoder.pt", # from the pretrain stage
-              out:str="outputs/train", # folder of model.pt and run.log
-              ckpt_dir:str="outputs/checkpoints", # resumable checkpoints, one per run (not a DVC output)
-              live_dir:str="results/train", # dvclive folder
-              keep_ckpt:bool=False, # keep the checkpoint when finished (a job's folder, removed by the job)
-              debug:bool=False, # show the traceback of an error instead of one line
-             ):
+def train_cli(
+    params: str = "params.yaml",  # params file
+    manifest: str = "outputs/prepare/manifest.json",  # from the prepare stage
+    pretrained: str = "outputs/pretrain/encoder.pt",  # from the pretrain stage
+    out: str = "outputs/train",  # folder of model.pt and run.log
+    ckpt_dir: str = "outputs/checkpoints",  # resumable checkpoints, one per run (not a DVC output)
+    live_dir: str = "results/train",  # dvclive folder
+    keep_ckpt: bool = False,  # keep the checkpoint when finished (a job's folder, removed by the job)
+    debug: bool = False,  # show the traceback of an error instead of one line
+):
     "Stage `train`: normal training (Eq. 11), resumable."
     with user_errors("dgspnet_train", debug, [out, ckpt_dir, live_dir]):
         need_file(manifest, "--manifest", NO_MANIFEST)
         from dgspnet.train import run_stage, run_train
+
         run_stage(run_train, params, manifest, pretrained, out, ckpt_dir, live_dir, keep_ckpt)
 
 # %% ../nbs/14_evaluate.ipynb #483c6144
 @call_parse
-def evaluate_cli(checkpoint:str="outputs/train/model.pt", # from the train stage
-                 manifest:str="outputs/prepare/manifest.json", # dataset whose test split is scored
-                 out:str="results/evaluate", # metrics.json, details.json, pdfa.csv, figures
-                 params:str=None, # params file: its `evaluate` group, base.device and base.threads (default: the checkpoint's evaluate group, cpu)
-                 device:str=None, # torch device (default: base.device of --params, else cpu)
-                 normalization:str="model", # image statistics: model (the checkpoint's) or dataset (--manifest's)
-                 debug:bool=False, # show the traceback of an error instead of one line
-                ):
+def evaluate_cli(
+    checkpoint: str = "outputs/train/model.pt",  # from the train stage
+    manifest: str = "outputs/prepare/manifest.json",  # dataset whose test split is scored
+    out: str = "results/evaluate",  # metrics.json, details.json, pdfa.csv, figures
+    params: str = None,  # params file: its `evaluate` group, base.device and base.threads (default: the checkpoint's evaluate group, cpu)
+    device: str = None,  # torch device (default: base.device of --params, else cpu)
+    normalization: str = "model",  # image statistics: model (the checkpoint's) or dataset (--manifest's)
+    debug: bool = False,  # show the traceback of an error instead of one line
+):
     "Score a checkpoint on a test split; the report notebook shows what it writes."
     import json
     from dgspnet.config import load_params, RANDOM_TEXT_WARNING
+
     with user_errors("dgspnet_evaluate", debug, [out]):
         cfg = load_params(params) if params else None
         need_file(manifest, "--manifest", NO_MANIFEST)
         from dgspnet.runtime import pick_device
+
         name = device or (cfg.base.device if cfg else "cpu")
         pick_device(name, "--device" if device else f"{params}: base.device")  # a wrong device before any work
         from dgspnet.inference import normalization_stats
+
         normalization_stats(normalization, {}, {})  # a wrong rule before any work
         from dgspnet.evaluate import evaluate
-        m = evaluate(checkpoint, manifest, out, cfg.evaluate if cfg else None,
-                     device=name, threads=cfg.base.threads if cfg else None, normalization=normalization)
-    if m["text_tower_random"]: print(RANDOM_TEXT_WARNING)
+
+        m = evaluate(
+            checkpoint,
+            manifest,
+            out,
+            cfg.evaluate if cfg else None,
+            device=name,
+            threads=cfg.base.threads if cfg else None,
+            normalization=normalization,
+        )
+    if m["text_tower_random"]:
+        print(RANDOM_TEXT_WARNING)
     print(json.dumps(m, indent=2))
 
 # %% ../nbs/14a_score.ipynb #1b684b45
 @call_parse
-def score_cli(predictions:str, # folder of predicted masks or probability maps (PNG 8/16 bit, .npy), named by image stem
-              dataset:str, # dataset folder (validated as dgspnet_prepare does) or its manifest.json
-              out:str="results/score", # metrics.json, per_image.csv, pdfa.csv, pdfa.png
-              split:str="test", # the split scored: test or train
-              threshold:float=0.5, # a pixel is target when its value (8-bit PNG: value/255) is above it
-              curve_points:int=41, # thresholds on the Pd-Fa curve
-              suffix:str="", # the end of each prediction's stem after the image name, e.g. _png_mask (predict's)
-              debug:bool=False, # show the traceback of an error instead of one line
-             ):
+def score_cli(
+    predictions: str,  # folder of predicted masks or probability maps (PNG 8/16 bit, .npy), named by image stem
+    dataset: str,  # dataset folder (validated as dgspnet_prepare does) or its manifest.json
+    out: str = "results/score",  # metrics.json, per_image.csv, pdfa.csv, pdfa.png
+    split: str = "test",  # the split scored: test or train
+    threshold: float = 0.5,  # a pixel is target when its value (8-bit PNG: value/255) is above it
+    curve_points: int = 41,  # thresholds on the Pd-Fa curve
+    suffix: str = "",  # the end of each prediction's stem after the image name, e.g. _png_mask (predict's)
+    debug: bool = False,  # show the traceback of an error instead of one line
+):
     "Score any method's masks against a dataset split; exit 1 if some split images were not scored, 2 if none."
     import json
+
     with user_errors("dgspnet_score", debug, [out]):
         from dgspnet.score import score
+
         m = score(predictions, dataset, out, split, threshold, curve_points, suffix)
-    for p in m["problems"]: print(f"dgspnet_score: {p}", file=sys.stderr)
+    for p in m["problems"]:
+        print(f"dgspnet_score: {p}", file=sys.stderr)
     print(json.dumps({k: v for k, v in m.items() if k != "problems"}, indent=2))
     sys.exit(1 if m["n_scored"] < m["n_split"] else 0)
 
 # %% ../nbs/15_predict.ipynb #3eb248a5
 @call_parse
-def predict_cli(checkpoint:str, # model.pt from the train stage (outputs/train/model.pt)
-                paths:Param("frames folders and/or image files, then the output folder", str, nargs="+"),
-                threshold:float=None, # probability cut (default: the checkpoint's evaluate.threshold)
-                device:str="cpu", # torch device
-                tile:int=1024, # frames larger than this on a side are predicted in overlapping tiles
-                overlap:int=128, # pixels shared by neighbouring tiles
-                threads:int=0, # torch CPU threads (0: torch's default)
-                intensity:str="auto", # how frame values map to [0, 1]: auto, 8, 10, 12, 14, 16, unit or minmax
-                runtime:str="torch", # torch (CHECKPOINT: model.pt) or onnx (CHECKPOINT: a model.onnx from dgspnet_export)
-                debug:bool=False, # show tracebacks
-               ):
+def predict_cli(
+    checkpoint: str,  # model.pt from the train stage (outputs/train/model.pt)
+    paths: Param("frames folders and/or image files, then the output folder", str, nargs="+"),
+    threshold: float = None,  # probability cut (default: the checkpoint's evaluate.threshold)
+    device: str = "cpu",  # torch device
+    tile: int = 1024,  # frames larger than this on a side are predicted in overlapping tiles
+    overlap: int = 128,  # pixels shared by neighbouring tiles
+    threads: int = 0,  # torch CPU threads (0: torch's default)
+    intensity: str = "auto",  # how frame values map to [0, 1]: auto, 8, 10, 12, 14, 16, unit or minmax
+    runtime: str = "torch",  # torch (CHECKPOINT: model.pt) or onnx (CHECKPOINT: a model.onnx from dgspnet_export)
+    debug: bool = False,  # show tracebacks
+):
     "Run a trained DGSPNet on your own frames; exit 1 if some frames failed (the others are done), 2 if it cannot start."
     with user_errors("dgspnet_predict", debug, paths[-1:]):
         from dgspnet.runtime import pick_device, set_threads
+
         pick_device(device, "--device")  # wrong settings are one line before any work
         set_threads(threads, "--threads")
         from dgspnet.predict import run_predict
+
         status = run_predict(checkpoint, paths, threshold, device, tile, overlap, threads, debug, intensity, runtime)
     sys.exit(status)
 
 # %% ../nbs/17_export.ipynb #d9eaaaf3
 @call_parse
-def export_cli(checkpoint:str, # model.pt from the train stage (outputs/train/model.pt)
-               out:str, # the .onnx file to write
-               scene:str="", # the prompt's scene word ("": the template's)
-               opset:int=17, # ONNX opset
-               debug:bool=False, # show tracebacks
-              ):
+def export_cli(
+    checkpoint: str,  # model.pt from the train stage (outputs/train/model.pt)
+    out: str,  # the .onnx file to write
+    scene: str = "",  # the prompt's scene word ("": the template's)
+    opset: int = 17,  # ONNX opset
+    debug: bool = False,  # show tracebacks
+):
     "Write a trained DGSPNet as one ONNX graph (image in [0,1] -> probability map, any height and width)."
     with user_errors("dgspnet_export", debug, [Path(out).parent]):
         need_file(checkpoint, "checkpoint", "train a model first (dgspnet_train writes outputs/train/model.pt)")
         from dgspnet.export import export_checkpoint
         from dgspnet.config import RANDOM_TEXT_WARNING
+
         res = export_checkpoint(checkpoint, out, scene, opset)
-        print(f"{res['path']}: opset {opset}, input image [1,1,H,W] in [0,1], output probability [1,1,H,W]; "
-              f"onnxruntime vs PyTorch on {res['sizes']}: max |diff| {res['max_abs_diff']:.2e}")
-        if res["text_tower_random"]: print(RANDOM_TEXT_WARNING, file=sys.stderr)
+        print(
+            f"{res['path']}: opset {opset}, input image [1,1,H,W] in [0,1], output probability [1,1,H,W]; "
+            f"onnxruntime vs PyTorch on {res['sizes']}: max |diff| {res['max_abs_diff']:.2e}"
+        )
+        if res["text_tower_random"]:
+            print(RANDOM_TEXT_WARNING, file=sys.stderr)

@@ -18,6 +18,7 @@ __all__ = ['EXECUTION_ONLY', 'RANDOM_TEXT_WARNING', 'PAPER_TABLES', 'UserError',
 class UserError(Exception):
     "An error the user can cause and fix (a bad file, setting or folder): its message names the thing and says what to do; the command-line tools print it as one line and exit 2."
 
+
 class ConfigError(UserError, ValueError):
     "A params file that does not fit the schema (unknown key, wrong type)."
 
@@ -25,99 +26,122 @@ class ConfigError(UserError, ValueError):
 @dataclass
 class BaseCfg:
     "Settings every stage reads."
-    seed: int = 0               # seeds python, numpy, torch, the data order and the augmentation
-    device: str = "auto"        # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
-    threads: int = 2            # torch intra-op threads per process (CPU)
-    nproc: int = 1              # data-parallel processes; > 1 relaunches the stage under torchrun
-    max_minutes: float = 0.0    # time budget of one stage run: then save, exit 75, resume with the same command (0: none)
-    precision: str = "fp32"     # "fp32", "bf16", "fp16" (autocast; fp16 with a gradient scaler) or "auto" (bf16 on a GPU that has it)
-    deterministic: bool|str = True  # true: torch.use_deterministic_algorithms(True); "warn": warn_only; false: off
+
+    seed: int = 0  # seeds python, numpy, torch, the data order and the augmentation
+    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
+    threads: int = 2  # torch intra-op threads per process (CPU)
+    nproc: int = 1  # data-parallel processes; > 1 relaunches the stage under torchrun
+    max_minutes: float = 0.0  # time budget of one stage run: then save, exit 75, resume with the same command (0: none)
+    precision: str = (
+        "fp32"  # "fp32", "bf16", "fp16" (autocast; fp16 with a gradient scaler) or "auto" (bf16 on a GPU that has it)
+    )
+    deterministic: bool | str = True  # true: torch.use_deterministic_algorithms(True); "warn": warn_only; false: off
     channels_last: bool = True  # train in the channels_last memory format (NHWC): 14 % faster steps on our CPU
-    compile: bool = False       # torch.compile the training module (the first steps compile; on CPU it needs a C++ compiler)
+    compile: bool = False  # torch.compile the training module (the first steps compile; on CPU it needs a C++ compiler)
     resume_across_code: bool = False  # resume a paused run from a checkpoint other code wrote (a harmless change)
 
 # %% ../nbs/00_config.ipynb #ca6f6d8b
 @dataclass
 class SyntheticCfg:
     "The embedded synthetic dataset (`dgspnet.synthetic`), written by the `synthetic` stage into outputs/."
+
     n_train: int = 16
     n_test: int = 8
     size: int = 64
     seed: int = 0
 
+
 @dataclass
 class DataCfg:
     "Which dataset, and how it is read."
+
     source: str = "outputs/synthetic"  # dataset root: outputs/synthetic (embedded default) or data/<NAME>
-    skip_bad: bool = False             # True: leave unreadable samples out (listed in the manifest) instead of failing
-    resize_masks: bool = False         # True: resize masks drawn at another scale to their image's size
-    splits: list|None = None           # [train, test] stems of other split lists (SIRST v2); None: the layout's own
-    crop: int = 256                    # random training crop (paper: 256)
-    num_workers: int = 0               # DataLoader workers (seeded per worker; results do not depend on it)
+    skip_bad: bool = False  # True: leave unreadable samples out (listed in the manifest) instead of failing
+    resize_masks: bool = False  # True: resize masks drawn at another scale to their image's size
+    splits: list | None = None  # [train, test] stems of other split lists (SIRST v2); None: the layout's own
+    crop: int = 256  # random training crop (paper: 256)
+    num_workers: int = 0  # DataLoader workers (seeded per worker; results do not depend on it)
     synthetic: SyntheticCfg = field(default_factory=SyntheticCfg)
 
 # %% ../nbs/00_config.ipynb #594a8a6d
 @dataclass
 class ModelCfg:
     "Keyword arguments of `dgspnet.model.DGSPNet` (one to one, timm style)."
+
     widths: list = field(default_factory=lambda: [16, 32, 64, 128, 256])
-    n_fine_tokens: int = 2      # Table 3: 0..4 fine-grained tokens s*_i
-    tgca: bool = True           # Table 2 switches
+    n_fine_tokens: int = 2  # Table 3: 0..4 fine-grained tokens s*_i
+    tgca: bool = True  # Table 2 switches
     cross_attn: bool = True
     tgsa: bool = True
     clip_weights: str = "openai"  # "openai", a local checkpoint path, or "none" (RANDOM text tower: smoke runs only)
     tgsa_norm: str = "softmax"  # TGSA weights: "softmax" (Eq. 8 as written), "softmax_hw" or "sigmoid"
-    head_prior: float|None = 6.4e-4  # prediction head's bias at this target probability, weights N(0, 0.01^2) (null: PyTorch's default init)
+    head_prior: float | None = (
+        6.4e-4  # prediction head's bias at this target probability, weights N(0, 0.01^2) (null: PyTorch's default init)
+    )
     deep_supervision: bool = False  # auxiliary heads on decoder stages 5..2 (not in the paper)
     extra: dict = field(default_factory=dict)  # further DGSPNet keyword arguments, passed through unchanged
 
     def kwargs(self) -> dict:
         "The constructor arguments of `DGSPNet`."
-        kw = dict(widths=tuple(self.widths), n_fine_tokens=self.n_fine_tokens, tgca=self.tgca,
-                  cross_attn=self.cross_attn, tgsa=self.tgsa, clip_weights=self.clip_weights, tgsa_norm=self.tgsa_norm,
-                  head_prior=self.head_prior, deep_supervision=self.deep_supervision)
+        kw = dict(
+            widths=tuple(self.widths),
+            n_fine_tokens=self.n_fine_tokens,
+            tgca=self.tgca,
+            cross_attn=self.cross_attn,
+            tgsa=self.tgsa,
+            clip_weights=self.clip_weights,
+            tgsa_norm=self.tgsa_norm,
+            head_prior=self.head_prior,
+            deep_supervision=self.deep_supervision,
+        )
         return {**kw, **self.extra}
 
 # %% ../nbs/00_config.ipynb #ad9e1f0f
 @dataclass
 class PretrainCfg:
     "Reconstruction pretraining (Sec. 3.5, Eq. 10)."
+
     epochs: int = 800
-    batch_size: int = 4            # global batch (split over nproc processes)
-    lr_inversion: float = 3e-4     # AdamW, inversion net
-    lr_other: float = 1e-4         # AdamW, everything else
-    weight_decay: float = 0.01     # AdamW default (not stated in the paper)
-    steps_per_epoch: int = 0       # optimizer steps per epoch (0: the whole training split)
-    ckpt_every: int = 10           # epochs between resumable checkpoints
+    batch_size: int = 4  # global batch (split over nproc processes)
+    lr_inversion: float = 3e-4  # AdamW, inversion net
+    lr_other: float = 1e-4  # AdamW, everything else
+    weight_decay: float = 0.01  # AdamW default (not stated in the paper)
+    steps_per_epoch: int = 0  # optimizer steps per epoch (0: the whole training split)
+    ckpt_every: int = 10  # epochs between resumable checkpoints
+
 
 @dataclass
 class TrainCfg:
     "Normal training (Sec. 3.5, Eq. 11; Sec. 4.1)."
+
     epochs: int = 800
-    batch_size: int = 4            # global batch (split over nproc processes)
-    lr: float = 1e-4               # Adam
-    poly_power: float = 1.2        # polynomial decay power, per optimizer step, to 0 at the last step
-    warmup_steps: int = 0          # linear learning-rate warmup over the first steps (not in the paper)
-    lambda_bce: float = 1.0        # Eq. 11 weights (not stated in the paper: 1 and 1)
+    batch_size: int = 4  # global batch (split over nproc processes)
+    lr: float = 1e-4  # Adam
+    poly_power: float = 1.2  # polynomial decay power, per optimizer step, to 0 at the last step
+    warmup_steps: int = 0  # linear learning-rate warmup over the first steps (not in the paper)
+    lambda_bce: float = 1.0  # Eq. 11 weights (not stated in the paper: 1 and 1)
     lambda_softiou: float = 1.0
-    aux_weight: float = 1.0        # weight of the mean auxiliary loss when model.deep_supervision is on
-    pretrained: bool = True        # start from the pretraining stage's encoder + inversion weights
-    steps_per_epoch: int = 0       # optimizer steps per epoch (0: the whole training split)
-    ckpt_every: int = 10           # epochs between resumable checkpoints
-    eval_every: int = 50           # epochs between test-split evaluations logged to dvclive (0: only at the end)
+    aux_weight: float = 1.0  # weight of the mean auxiliary loss when model.deep_supervision is on
+    pretrained: bool = True  # start from the pretraining stage's encoder + inversion weights
+    steps_per_epoch: int = 0  # optimizer steps per epoch (0: the whole training split)
+    ckpt_every: int = 10  # epochs between resumable checkpoints
+    eval_every: int = 50  # epochs between test-split evaluations logged to dvclive (0: only at the end)
+
 
 @dataclass
 class EvaluateCfg:
     "Evaluation and report."
-    threshold: float = 0.5         # probability cut for IoU, nIoU, Pd, Fa
-    curve_points: int = 41         # thresholds on the Pd-Fa curve
-    gallery: int = 3               # best and worst test images shown
-    attention_images: int = 2      # test images whose TGSA maps are drawn
+
+    threshold: float = 0.5  # probability cut for IoU, nIoU, Pd, Fa
+    curve_points: int = 41  # thresholds on the Pd-Fa curve
+    gallery: int = 3  # best and worst test images shown
+    attention_images: int = 2  # test images whose TGSA maps are drawn
 
 # %% ../nbs/00_config.ipynb #82511a54
 @dataclass
 class Config:
     "All of params.yaml."
+
     base: BaseCfg = field(default_factory=BaseCfg)
     data: DataCfg = field(default_factory=DataCfg)
     model: ModelCfg = field(default_factory=ModelCfg)
@@ -125,119 +149,164 @@ class Config:
     train: TrainCfg = field(default_factory=TrainCfg)
     evaluate: EvaluateCfg = field(default_factory=EvaluateCfg)
 
-    def to_dict(self) -> dict: return asdict(self)
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     @property
-    def text_tower_random(self) -> bool: return str(self.model.clip_weights).lower() == "none"
+    def text_tower_random(self) -> bool:
+        return str(self.model.clip_weights).lower() == "none"
 
 # %% ../nbs/00_config.ipynb #956d0eaf
-def _build(cls, d:dict, where:str):
+def _build(cls, d: dict, where: str):
     "Instantiate dataclass `cls` from dict `d`, strictly."
-    if not isinstance(d, dict): raise ConfigError(f"{where}: expected a mapping, got {d!r}")
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {d!r}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(d) - set(known))
-    if unknown: raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
     kw = {}
     for k, v in d.items():
         f, default = known[k], getattr(cls(), k)
-        if v is None and "None" in str(f.type): pass  # optional, e.g. model.head_prior: null
-        elif is_dataclass(default): v = _build(type(default), v, f"{where}.{k}")
+        if v is None and "None" in str(f.type):
+            pass  # optional, e.g. model.head_prior: null
+        elif is_dataclass(default):
+            v = _build(type(default), v, f"{where}.{k}")
         elif isinstance(default, bool):
             also = ("warn",) if "str" in str(f.type) else ()  # base.deterministic: true, false or "warn"
             if not (isinstance(v, bool) or v in also):
                 raise ConfigError(f"{where}.{k}: expected true/false{''.join(f' or {a!r}' for a in also)}, got {v!r}")
         elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(v, bool) or not isinstance(v, (int, float)): raise ConfigError(f"{where}.{k}: expected a number, got {v!r}")
-            if isinstance(default, int) and not isinstance(default, bool) and isinstance(v, float) and not float(v).is_integer():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{where}.{k}: expected a number, got {v!r}")
+            if (
+                isinstance(default, int)
+                and not isinstance(default, bool)
+                and isinstance(v, float)
+                and not float(v).is_integer()
+            ):
                 raise ConfigError(f"{where}.{k}: expected an integer, got {v!r}")
             v = type(default)(v)
-        elif isinstance(default, str): v = str(v)
+        elif isinstance(default, str):
+            v = str(v)
         kw[k] = v
     return cls(**kw)
 
 # %% ../nbs/00_config.ipynb #7c3e9a11
 class _ParamsLoader(yaml.SafeLoader):
     "PyYAML's safe loader, plus YAML 1.2's floats without a dot (`1e-05`, `2E+3`), as DVC writes them."
-_ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
-                                    list("-+0123456789."))
 
-def read_yaml(text:str):
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
+)
+
+
+def read_yaml(text: str):
     "Parse YAML text as the pipeline reads params (`_ParamsLoader`)."
     return yaml.load(text, Loader=_ParamsLoader)
 
 # %% ../nbs/00_config.ipynb #2d6bc36d
-def parse_override(s:str) -> tuple:
+def parse_override(s: str) -> tuple:
     "`'train.epochs=3'` -> `(['train','epochs'], 3)` (value parsed as YAML, like `dvc exp run -S`)."
-    if "=" not in s: raise ConfigError(f"override {s!r} is not of the form group.key=value")
+    if "=" not in s:
+        raise ConfigError(f"override {s!r} is not of the form group.key=value")
     k, v = s.split("=", 1)
     return k.strip().split("."), read_yaml(v)
 
-def apply_overrides(d:dict, overrides=()) -> dict:
+
+def apply_overrides(d: dict, overrides=()) -> dict:
     "Copy of nested dict `d` with `group.key=value` overrides applied."
     d = copy.deepcopy(d)
     for s in overrides or ():
         keys, v = parse_override(s)
         node = d
-        for k in keys[:-1]: node = node.setdefault(k, {})
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
         node[keys[-1]] = v
     return d
 
 # %% ../nbs/00_config.ipynb #a11ee9ae
-def _yaml_place(e:yaml.YAMLError) -> str:
+def _yaml_place(e: yaml.YAMLError) -> str:
     "', line L, column C' of a YAML error, where the parser says."
     m = getattr(e, "problem_mark", None)
     return f", line {m.line + 1}, column {m.column + 1}" if m else ""
 
-def load_params(path="params.yaml", # params file (DVC layout); missing groups take the defaults
-                overrides=(), # extra `group.key=value` strings (tests, quick experiments)
-               ) -> Config:
+
+def load_params(
+    path="params.yaml",  # params file (DVC layout); missing groups take the defaults
+    overrides=(),  # extra `group.key=value` strings (tests, quick experiments)
+) -> Config:
     "Read `params.yaml` into a `Config`, strictly (unknown keys are errors); `ConfigError` naming the file if not."
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: params file not found{' (it is a folder)' if p.is_dir() else ''}; "
-                          "pass --params FILE, or run in the repository root")
-    try: d = read_yaml(p.read_text())
-    except UnicodeDecodeError as e: raise ConfigError(f"{p}: not a text file, so not a params file") from e
+        raise ConfigError(
+            f"{p}: params file not found{' (it is a folder)' if p.is_dir() else ''}; "
+            "pass --params FILE, or run in the repository root"
+        )
+    try:
+        d = read_yaml(p.read_text())
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not a text file, so not a params file") from e
     except yaml.YAMLError as e:
         why = " ".join(str(getattr(e, "problem", None) or e).split())
         raise ConfigError(f"{p}{_yaml_place(e)}: not valid YAML ({why}); fix the file there") from e
-    try: return config_from_dict(apply_overrides(d or {}, overrides))
-    except ConfigError as e: raise ConfigError(f"{p}: {e}") from e
+    try:
+        return config_from_dict(apply_overrides(d or {}, overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from e
 
-def config_from_dict(d:dict) -> Config:
+
+def config_from_dict(d: dict) -> Config:
     "A `Config` from a nested dict (as in params.yaml or a checkpoint)."
     return _build(Config, d, "params")
 
 # %% ../nbs/00_config.ipynb #a7353791
-EXECUTION_ONLY = ("max_minutes", "channels_last", "compile", "resume_across_code")  # BaseCfg keys fingerprints leave out
+EXECUTION_ONLY = (
+    "max_minutes",
+    "channels_last",
+    "compile",
+    "resume_across_code",
+)  # BaseCfg keys fingerprints leave out
+
 
 def fingerprint(*parts) -> str:
     "Short stable hash of JSON-able parts (dataclasses allowed)."
     norm = [asdict(p) if is_dataclass(p) else p for p in parts]
     for p in norm:  # how long and how fast a run goes are not settings of its result: a paused run resumes under others
         if isinstance(p, dict):
-            for k in EXECUTION_ONLY: p.pop(k, None)
+            for k in EXECUTION_ONLY:
+                p.pop(k, None)
     return hashlib.sha256(json.dumps(norm, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 # %% ../nbs/00_config.ipynb #a88546ec
-RANDOM_TEXT_WARNING = ("WARNING: model.clip_weights is 'none': the CLIP text tower has RANDOM weights. "
-                       "Text guidance is meaningless; these numbers are a smoke run, not DGSPNet as published.")
+RANDOM_TEXT_WARNING = (
+    "WARNING: model.clip_weights is 'none': the CLIP text tower has RANDOM weights. "
+    "Text guidance is meaningless; these numbers are a smoke run, not DGSPNet as published."
+)
 
-def log_prefix(cfg:Config) -> str:
+
+def log_prefix(cfg: Config) -> str:
     "Prefix for every log line of a run: loud when the text tower is random."
     return "[RANDOM_TEXT_TOWER] " if cfg.text_tower_random else ""
 
 # %% ../nbs/00_config.ipynb #17aa7944
 import dgspnet
-PAPER_TABLES = Path(dgspnet.__file__).resolve().parents[1]/"configs"/"paper_tables.yaml"  # the repository's copy
 
-def read_paper_tables(path=PAPER_TABLES, # a YAML file of the paper's tables (default: the repository's)
-                     ) -> dict:
+PAPER_TABLES = Path(dgspnet.__file__).resolve().parents[1] / "configs" / "paper_tables.yaml"  # the repository's copy
+
+
+def read_paper_tables(
+    path=PAPER_TABLES,  # a YAML file of the paper's tables (default: the repository's)
+) -> dict:
     "The paper's Tables 1-3 and training settings, parsed; `ConfigError` naming the file when it is missing or bad."
     p = Path(path)
-    if not p.is_file(): raise ConfigError(f"{p}: the paper's tables not found (configs/paper_tables.yaml of dgspnet)")
-    try: d = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e: raise ConfigError(f"{p}{_yaml_place(e)}: not valid YAML") from None
+    if not p.is_file():
+        raise ConfigError(f"{p}: the paper's tables not found (configs/paper_tables.yaml of dgspnet)")
+    try:
+        d = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}{_yaml_place(e)}: not valid YAML") from None
     if not isinstance(d, dict) or "table1_sota" not in d:
         raise ConfigError(f"{p}: not the paper's tables (expected table1_sota, table2_prompt_modules, table3_tokens)")
     return d

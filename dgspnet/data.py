@@ -26,7 +26,8 @@ __all__ = ['IMAGE_EXTS', 'SPLITS', 'LAYOUTS', 'INTENSITY_RULES', 'MASK_THRESHOLD
 # %% ../nbs/01_data.ipynb #3a0da89d
 class DatasetError(UserError):
     "A folder that cannot be read as an IRSTD dataset; the message lists every problem, each naming its file."
-    def __init__(self, message:str, problems=()):
+
+    def __init__(self, message: str, problems=()):
         super().__init__(message)
         self.problems = list(problems)
 
@@ -34,15 +35,18 @@ class DatasetError(UserError):
 IMAGE_EXTS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")  # tried in this order
 SPLITS = ("train", "test")
 
+
 @dataclass(frozen=True)
 class Layout:
     "Where one published layout keeps images, masks and split lists (paths relative to the dataset root)."
-    name:str # "plain", "dnanet", "basicirstd", "sirst_v1", "sirst_v2" or "irstd1k"
-    image_dir:str
-    mask_dir:str
-    train:str # split list of the training set; "*" stands for the dataset name (BasicIRSTD)
-    test:str
-    mask_suffix:str="" # the mask of sample n is <mask_dir>/<n><mask_suffix>.<ext>
+
+    name: str  # "plain", "dnanet", "basicirstd", "sirst_v1", "sirst_v2" or "irstd1k"
+    image_dir: str
+    mask_dir: str
+    train: str  # split list of the training set; "*" stands for the dataset name (BasicIRSTD)
+    test: str
+    mask_suffix: str = ""  # the mask of sample n is <mask_dir>/<n><mask_suffix>.<ext>
+
 
 LAYOUTS = (
     Layout("plain", "images", "masks", "train.txt", "test.txt"),
@@ -54,154 +58,201 @@ LAYOUTS = (
 )
 
 # %% ../nbs/01_data.ipynb #bb69cfc0
-def _basicirstd_name(root:Path) -> str|None:
+def _basicirstd_name(root: Path) -> str | None:
     "The <NAME> of `img_idx/train_<NAME>.txt` that has a matching `test_<NAME>.txt` (the folder's own name if several)."
-    names = [p.stem[len("train_"):] for p in sorted((root/"img_idx").glob("train_*.txt"))]
-    names = [n for n in names if (root/"img_idx"/f"test_{n}.txt").is_file()]
-    if root.name in names: return root.name
+    names = [p.stem[len("train_") :] for p in sorted((root / "img_idx").glob("train_*.txt"))]
+    names = [n for n in names if (root / "img_idx" / f"test_{n}.txt").is_file()]
+    if root.name in names:
+        return root.name
     return names[0] if len(names) == 1 else None
 
-def _locate(root:Path, lay:Layout, split_stems=None) -> tuple[dict, list]:
+
+def _locate(root: Path, lay: Layout, split_stems=None) -> tuple[dict, list]:
     "The split files of `lay` under `root` (named by `split_stems` if given), and what is missing for `root` to be in that layout."
     name = (_basicirstd_name(root) if lay.name == "basicirstd" else None) or "<NAME>"
-    files = {s: root/getattr(lay, s).replace("*", name) for s in SPLITS}
-    if split_stems: files = {s: files[s].with_name(f"{stem}.txt") for s, stem in zip(SPLITS, split_stems)}
-    missing = [f"{d}/" for d in (lay.image_dir, lay.mask_dir) if not (root/d).is_dir()]
+    files = {s: root / getattr(lay, s).replace("*", name) for s in SPLITS}
+    if split_stems:
+        files = {s: files[s].with_name(f"{stem}.txt") for s, stem in zip(SPLITS, split_stems)}
+    missing = [f"{d}/" for d in (lay.image_dir, lay.mask_dir) if not (root / d).is_dir()]
     return files, missing + [p.relative_to(root).as_posix() for p in files.values() if not p.is_file()]
 
 # %% ../nbs/01_data.ipynb #bd5f8194
-def _find(folder:Path, stem:str) -> Path:
+def _find(folder: Path, stem: str) -> Path:
     "The first existing `folder/<stem><ext>` for ext in `IMAGE_EXTS`; the `.png` path when none exists."
     for ext in IMAGE_EXTS:
-        if (p := folder/f"{stem}{ext}").is_file(): return p
-    return folder/f"{stem}.png"
+        if (p := folder / f"{stem}{ext}").is_file():
+            return p
+    return folder / f"{stem}.png"
 
-def _within(folder:Path, name:str) -> bool:
+
+def _within(folder: Path, name: str) -> bool:
     "Whether `folder/name` stays inside `folder`, judged on the path text (symlinks are not followed)."
     f, p = os.path.abspath(folder), os.path.abspath(os.path.join(folder, name))
     return p != f and os.path.commonpath([f, p]) == f
 
+
 @dataclass(frozen=True)
 class DatasetFolder:
     "A dataset root resolved to its layout."
-    root:Path
-    layout:Layout
-    split_files:dict # split -> Path of its list of names
 
-    def rel(self, p:Path) -> str: return Path(p).relative_to(self.root).as_posix()
-    def contains(self, name:str) -> bool:
+    root: Path
+    layout: Layout
+    split_files: dict  # split -> Path of its list of names
+
+    def rel(self, p: Path) -> str:
+        return Path(p).relative_to(self.root).as_posix()
+
+    def contains(self, name: str) -> bool:
         "Whether sample `name` names files inside the image and mask folders (not an absolute path, no `..` out)."
-        return all(_within(self.root/d, name) for d in (self.layout.image_dir, self.layout.mask_dir))
-    def paths(self, name:str) -> tuple[Path, Path]:
+        return all(_within(self.root / d, name) for d in (self.layout.image_dir, self.layout.mask_dir))
+
+    def paths(self, name: str) -> tuple[Path, Path]:
         "(image path, mask path) of sample `name` (they may not exist); `DatasetError` for a name leading out of the folders."
         lay = self.layout
-        if not self.contains(name): raise DatasetError(f"{self.root}: sample name {name!r} leads outside {lay.image_dir}/ and {lay.mask_dir}/")
-        return _find(self.root/lay.image_dir, name), _find(self.root/lay.mask_dir, name + lay.mask_suffix)
+        if not self.contains(name):
+            raise DatasetError(f"{self.root}: sample name {name!r} leads outside {lay.image_dir}/ and {lay.mask_dir}/")
+        return _find(self.root / lay.image_dir, name), _find(self.root / lay.mask_dir, name + lay.mask_suffix)
 
 # %% ../nbs/01_data.ipynb #ed2f6e6b
-def _match_folder(path) -> tuple[Path|None, str]:
+def _match_folder(path) -> tuple[Path | None, str]:
     "(`path` with each missing component matched case-insensitively, '') or (None, why not, naming the closest folder)."
     p = Path(path)
-    if p.is_dir(): return p, ""
+    if p.is_dir():
+        return p, ""
     cur = Path(p.anchor) if p.anchor else Path()
-    for part in (p.parts[1:] if p.anchor else p.parts):
-        if part in (".", "..") or (cur/part).is_dir(): cur = cur/part; continue
+    for part in p.parts[1:] if p.anchor else p.parts:
+        if part in (".", "..") or (cur / part).is_dir():
+            cur = cur / part
+            continue
         subs = sorted(d.name for d in cur.iterdir() if d.is_dir()) if cur.is_dir() else []
         same = [d for d in subs if d.lower() == part.lower()]
-        if len(same) == 1: cur = cur/same[0]; continue
-        if same: return None, f"{' and '.join(str(cur/d) for d in same)} differ from it only in case"
+        if len(same) == 1:
+            cur = cur / same[0]
+            continue
+        if same:
+            return None, f"{' and '.join(str(cur / d) for d in same)} differ from it only in case"
         close = difflib.get_close_matches(part.lower(), [d.lower() for d in subs], n=1, cutoff=0.0)
-        if not close: return None, f"{cur} has no folders"
-        return None, f"the closest existing folder is {cur/subs[[d.lower() for d in subs].index(close[0])]}"
+        if not close:
+            return None, f"{cur} has no folders"
+        return None, f"the closest existing folder is {cur / subs[[d.lower() for d in subs].index(close[0])]}"
     return cur, ""
+
 
 def find_folder(path) -> Path:
     "The folder `path`, matched case-insensitively where it does not exist as written; `DatasetError` naming the closest one."
     found, why = _match_folder(path)
-    if found is None: raise DatasetError(f"{path}: no such dataset folder; {why}")
+    if found is None:
+        raise DatasetError(f"{path}: no such dataset folder; {why}")
     return found
 
 # %% ../nbs/01_data.ipynb #f6d53523
-def resolve_layout(root, split_stems=None, # (train, test) stems of the split lists, e.g. ("trainval_v1", "test_v1"); default: the layout's own
-                   layout:str|None=None, # try only this layout (the one a manifest recorded); default: all, in order
-                  ) -> DatasetFolder:
+def resolve_layout(
+    root,
+    split_stems=None,  # (train, test) stems of the split lists, e.g. ("trainval_v1", "test_v1"); default: the layout's own
+    layout: str | None = None,  # try only this layout (the one a manifest recorded); default: all, in order
+) -> DatasetFolder:
     "Find which published layout `root` is in; `DatasetError` listing what was looked for when none fits."
     root = find_folder(root)
-    if layout is not None and layout not in (names := [l.name for l in LAYOUTS]): raise ValueError(f"layout must be one of {names}, got {layout!r}")
+    if layout is not None and layout not in (names := [l.name for l in LAYOUTS]):
+        raise ValueError(f"layout must be one of {names}, got {layout!r}")
     looked = []
     for lay in LAYOUTS:
-        if layout is not None and lay.name != layout: continue
+        if layout is not None and lay.name != layout:
+            continue
         files, missing = _locate(root, lay, split_stems)
-        if not missing: return DatasetFolder(root, lay, files)
+        if not missing:
+            return DatasetFolder(root, lay, files)
         lists = " ".join(p.relative_to(root).as_posix() for p in files.values())
         looked.append(f"  - {lay.name}: {lay.image_dir}/ {lay.mask_dir}/ {lists} (missing: {', '.join(missing)})")
     raise DatasetError(f"{root}: not a known IRSTD dataset layout. Looked for:\n" + "\n".join(looked), looked)
+
 
 def detect_layout(root) -> str:
     "Name of the published layout of dataset folder `root`: plain, dnanet, basicirstd, sirst_v1, sirst_v2 or irstd1k."
     return resolve_layout(root).layout.name
 
 # %% ../nbs/01_data.ipynb #535b5339
-def clean_name(name:str) -> str:
+def clean_name(name: str) -> str:
     "A sample name as listed: surrounding whitespace and one image extension removed."
     stem, ext = os.path.splitext(name.strip())
     return stem if ext.lower() in IMAGE_EXTS else name.strip()
+
 
 def parse_split_file(path) -> list[str]:
     "Names listed in split file `path`, in order (cleaned by `clean_name`, blank lines ignored)."
     return [clean_name(l) for l in Path(path).read_text(encoding="utf-8-sig").splitlines() if l.strip()]
 
-def load_split_names(root, split:str) -> list[str]:
+
+def load_split_names(root, split: str) -> list[str]:
     "Names of the `split` ('train' or 'test') of dataset `root`, as listed by its layout's split file."
-    if split not in SPLITS: raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     return parse_split_file(resolve_layout(root).split_files[split])
 
-def sample_paths(root, name:str) -> tuple[Path, Path]:
+
+def sample_paths(root, name: str) -> tuple[Path, Path]:
     "(image path, mask path) of sample `name` in dataset `root`."
     return resolve_layout(root).paths(name)
 
 # %% ../nbs/01_data.ipynb #615f0e45
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)  # what a bad file raises
 
-def to_gray(im:Image.Image) -> np.ndarray:
+
+def to_gray(im: Image.Image) -> np.ndarray:
     "Pillow image of any mode in the table -> (H, W) values as stored: float32 for 8-bit modes, float64 above."
-    if im.mode in ("P", "PA"): im = im.convert("RGBA")
-    if im.mode.startswith("I") or im.mode == "F": return np.array(im, np.float64)
-    if im.mode == "1": return np.asarray(im, np.float32)
-    if im.mode not in ("L", "LA", "RGB", "RGBA"): raise ValueError(f"unsupported image mode {im.mode}")
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA")
+    if im.mode.startswith("I") or im.mode == "F":
+        return np.array(im, np.float64)
+    if im.mode == "1":
+        return np.asarray(im, np.float32)
+    if im.mode not in ("L", "LA", "RGB", "RGBA"):
+        raise ValueError(f"unsupported image mode {im.mode}")
     a = np.asarray(im)
     if a.ndim == 3 and im.mode.startswith("RGB"):
         rgb = a[..., :3]
-        if (rgb == rgb[..., :1]).all(): a = rgb[..., 0]
-        else: a = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    elif a.ndim == 3: a = a[..., 0]
+        if (rgb == rgb[..., :1]).all():
+            a = rgb[..., 0]
+        else:
+            a = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    elif a.ndim == 3:
+        a = a[..., 0]
     return np.asarray(a, np.float32)
 
 # %% ../nbs/01_data.ipynb #6b1d94d6
-def sample_type(im:Image.Image) -> str:
+def sample_type(im: Image.Image) -> str:
     "What the file stores per sample: '1-bit', 'uint8', 'uint16', 'int16', 'int32', 'uint32', 'float32' or 'float64'."
     tags = getattr(im, "tag_v2", None) or {}
     bits, fmt = (tags.get(k, (d,)) for k, d in ((258, 32), (339, 1)))  # TIFF BitsPerSample, SampleFormat
     bits, fmt = (v[0] if isinstance(v, tuple) else v for v in (bits, fmt))
-    if im.mode == "1": return "1-bit"
-    if im.mode == "F": return f"float{bits if bits in (32, 64) else 32}"
-    if im.mode.startswith("I;16"): return "int16" if im.mode.endswith("S") else "uint16"
-    if im.mode == "I": return f"{'int' if fmt == 2 else 'uint'}{bits}" if tags and bits in (16, 32) else "int32"
+    if im.mode == "1":
+        return "1-bit"
+    if im.mode == "F":
+        return f"float{bits if bits in (32, 64) else 32}"
+    if im.mode.startswith("I;16"):
+        return "int16" if im.mode.endswith("S") else "uint16"
+    if im.mode == "I":
+        return f"{'int' if fmt == 2 else 'uint'}{bits}" if tags and bits in (16, 32) else "int32"
     return "uint8"
 
-def png_sbit(path) -> int|None:
+
+def png_sbit(path) -> int | None:
     "Significant bits of the first channel, from the PNG's `sBIT` chunk; None when it has none (or is no PNG)."
     with open(path, "rb") as f:
-        if f.read(8) != b"\x89PNG\r\n\x1a\n": return None
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
         while len(head := f.read(8)) == 8:
             n, kind = int.from_bytes(head[:4], "big"), head[4:]
-            if kind in (b"IDAT", b"IEND"): return None
-            if kind == b"sBIT": return (f.read(n) or b"\0")[0] or None
+            if kind in (b"IDAT", b"IEND"):
+                return None
+            if kind == b"sBIT":
+                return (f.read(n) or b"\0")[0] or None
             f.seek(n + 4, 1)  # chunk data and CRC
     return None
 
 # %% ../nbs/01_data.ipynb #845635bd
-INTENSITY_RULES = ("auto", "8", "10", "12", "14", "16", "unit", "minmax") # `intensity=`: the table's, or forced
+INTENSITY_RULES = ("auto", "8", "10", "12", "14", "16", "unit", "minmax")  # `intensity=`: the table's, or forced
+
 
 def check_intensity(intensity) -> str:
     "`intensity` as one of `INTENSITY_RULES` (14 and '14' alike); `UserError` listing them otherwise."
@@ -210,51 +261,67 @@ def check_intensity(intensity) -> str:
         raise UserError(f"intensity {intensity!r} is not a rule: use one of {', '.join(INTENSITY_RULES)}")
     return rule
 
+
 @dataclass(frozen=True)
 class Intensity:
     "How one frame's stored values map to the training scale [0, 1]: (value - low) / (high - low)."
-    low:float
-    high:float
-    note:str # what was done, e.g. "uint16 14-bit (max 16383) / 16383"
-    warning:str="" # why the choice may be wrong; empty when the evidence is clear
 
-    def apply(self, values:np.ndarray) -> np.ndarray:
+    low: float
+    high: float
+    note: str  # what was done, e.g. "uint16 14-bit (max 16383) / 16383"
+    warning: str = ""  # why the choice may be wrong; empty when the evidence is clear
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
         "`values` on the [0, 1] scale, float32 (computed in the values' own float type)."
         return ((values - self.low) / (self.high - self.low)).astype(np.float32)
 
 # %% ../nbs/01_data.ipynb #35d243f6
-def _g(x:float) -> str: return f"{x:.6g}"
+def _g(x: float) -> str:
+    return f"{x:.6g}"
 
-def _low_zero_bits(values:np.ndarray) -> int:
+
+def _low_zero_bits(values: np.ndarray) -> int:
     "How many low bits are 0 in every one of the (integer) `values`; 0 when all are 0."
     bits = int(np.bitwise_or.reduce(values.astype(np.int64).ravel()))
     return (bits & -bits).bit_length() - 1 if bits else 0
 
-def _why_0_255(sample:str, hi:float) -> str:
+
+def _why_0_255(sample: str, hi: float) -> str:
     "The warning for a frame that is not stored as 8-bit but read as 0-255 values (empty when unambiguous)."
     if not sample.startswith("float"):
-        return (f"max {_g(hi)} in a {sample} frame: read as 8-bit values; "
-                "if it is a dark frame of more bits, force intensity=10, 12, 14 or 16")
-    if hi < 2: return f"max {_g(hi)}, barely above 1: read as 0-255 values; force intensity=unit if it is on [0, 1]"
+        return (
+            f"max {_g(hi)} in a {sample} frame: read as 8-bit values; "
+            "if it is a dark frame of more bits, force intensity=10, 12, 14 or 16"
+        )
+    if hi < 2:
+        return f"max {_g(hi)}, barely above 1: read as 0-255 values; force intensity=unit if it is on [0, 1]"
     return ""
 
 # %% ../nbs/01_data.ipynb #b37dd857
-def _auto(sample:str, sbit:int|None, values:np.ndarray, lo:float, hi:float) -> Intensity:
+def _auto(sample: str, sbit: int | None, values: np.ndarray, lo: float, hi: float) -> Intensity:
     "The first row of the intensity table that fits (constant frames are warned about by `intensity_rule`)."
-    if sample == "1-bit": return Intensity(0.0, 1.0, "1-bit as stored")
-    if sample == "uint8": return Intensity(0.0, 255.0, "uint8 / 255")
+    if sample == "1-bit":
+        return Intensity(0.0, 1.0, "1-bit as stored")
+    if sample == "uint8":
+        return Intensity(0.0, 255.0, "uint8 / 255")
     isfloat = sample.startswith("float")
     if lo < 0 or hi > 65535:
         why = f"negative values (min {_g(lo)})" if lo < 0 else f"values above 65535 (max {_g(hi)})"
-        return Intensity(lo, hi, f"{sample} min-max ({_g(lo)} -> 0, {_g(hi)} -> 1)",
-                         f"{why}: no bit depth fits, so the frame is stretched min-max; force intensity if wrong")
-    if isfloat and hi <= 1: return Intensity(0.0, 1.0, f"{sample} [0, 1] (max {_g(hi)}) as stored")
+        return Intensity(
+            lo,
+            hi,
+            f"{sample} min-max ({_g(lo)} -> 0, {_g(hi)} -> 1)",
+            f"{why}: no bit depth fits, so the frame is stretched min-max; force intensity if wrong",
+        )
+    if isfloat and hi <= 1:
+        return Intensity(0.0, 1.0, f"{sample} [0, 1] (max {_g(hi)}) as stored")
     if sbit and not isfloat and hi <= 2**sbit - 1:
         return Intensity(0.0, 2.0**sbit - 1, f"{sample} {sbit}-bit (PNG sBIT {sbit}, max {_g(hi)}) / {2**sbit - 1}")
     if sbit and not isfloat:
         how = f"16-bit (PNG sBIT {sbit}, samples scaled to 16 bits; max {_g(hi)})"
         return Intensity(0.0, 65535.0, f"{sample} {how} / 65535")
-    if hi <= 255: return Intensity(0.0, 255.0, f"{sample} 0-255 (max {_g(hi)}) / 255", _why_0_255(sample, hi))
+    if hi <= 255:
+        return Intensity(0.0, 255.0, f"{sample} 0-255 (max {_g(hi)}) / 255", _why_0_255(sample, hi))
     if not isfloat and (k := _low_zero_bits(values)) >= 2 and len(np.unique(values)) >= 16:
         how = f"{16 - k}-bit in the top bits (low {k} bits always 0; max {_g(hi)})"
         return Intensity(0.0, 65535.0, f"{sample} {how} / 65535")
@@ -262,7 +329,7 @@ def _auto(sample:str, sbit:int|None, values:np.ndarray, lo:float, hi:float) -> I
     return Intensity(0.0, 2.0**b - 1, f"{sample} {b}-bit (max {_g(hi)}) / {2**b - 1}")
 
 # %% ../nbs/01_data.ipynb #8a92fac2
-def _forced(rule:str, sample:str, lo:float, hi:float) -> Intensity:
+def _forced(rule: str, sample: str, lo: float, hi: float) -> Intensity:
     "The rule `rule` names ('8' to '16', 'unit', 'minmax'), warning where the values fall outside it."
     if rule == "minmax":
         return Intensity(lo, hi if hi > lo else lo + 1, f"{sample} forced min-max ({_g(lo)} -> 0, {_g(hi)} -> 1)")
@@ -272,14 +339,17 @@ def _forced(rule:str, sample:str, lo:float, hi:float) -> Intensity:
     why = ", ".join(out) + ": values outside [0, 1] after scaling" if out else ""
     return Intensity(0.0, top, f"{sample} forced {how}", why)
 
-def intensity_rule(values:np.ndarray, # one channel of stored values (`to_gray`)
-                   sample:str, # `sample_type` of the file
-                   sbit:int|None=None, # significant bits the file declares (`png_sbit`)
-                   intensity="auto", # "auto" (the table above) or a forced rule, one of `INTENSITY_RULES`
-                  ) -> Intensity:
+
+def intensity_rule(
+    values: np.ndarray,  # one channel of stored values (`to_gray`)
+    sample: str,  # `sample_type` of the file
+    sbit: int | None = None,  # significant bits the file declares (`png_sbit`)
+    intensity="auto",  # "auto" (the table above) or a forced rule, one of `INTENSITY_RULES`
+) -> Intensity:
     "How `values` map to [0, 1], decided on their finite values; a constant frame is warned about whatever the rule."
     rule, fin = check_intensity(intensity), values[np.isfinite(values)]
-    if not fin.size: return Intensity(0.0, 1.0, f"{sample}: no finite value", "no finite value (NaN or inf everywhere)")
+    if not fin.size:
+        return Intensity(0.0, 1.0, f"{sample}: no finite value", "no finite value (NaN or inf everywhere)")
     lo, hi = float(fin.min()), float(fin.max())
     i = _auto(sample, sbit, fin, lo, hi) if rule == "auto" else _forced(rule, sample, lo, hi)
     const = f"constant frame (every value {_g(lo)}): nothing to detect, its bit depth unknowable" if lo == hi else ""
@@ -295,92 +365,121 @@ def _decode_frame(path, intensity="auto") -> tuple:
         rule = intensity_rule(values, sample, sbit, intensity)
         return rule.apply(values), rule
 
+
 def _decode(path) -> np.ndarray:
     "Fully decode `path` to one float channel on the [0, 1] scale (automatic intensity rule)."
     return _decode_frame(path)[0]
 
+
 def read_frame(path, intensity="auto") -> tuple:
     "Image file -> (float32 (H, W) on [0, 1], the `Intensity` applied); `DatasetError` naming a file it cannot read."
     intensity = check_intensity(intensity)
-    try: return _decode_frame(path, intensity)
-    except FileNotFoundError: raise DatasetError(f"{path}: no such file") from None
-    except _DECODE_ERRORS as e: raise DatasetError(f"{path}: unreadable or corrupt image ({type(e).__name__}: {e})") from e
+    try:
+        return _decode_frame(path, intensity)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such file") from None
+    except _DECODE_ERRORS as e:
+        raise DatasetError(f"{path}: unreadable or corrupt image ({type(e).__name__}: {e})") from e
+
 
 def read_image(path, intensity="auto") -> np.ndarray:
     "Image file -> float32 (H, W) raw intensity on [0, 1] (the intensity table); `DatasetError` if it cannot be read."
     return read_frame(path, intensity)[0]
 
 # %% ../nbs/01_data.ipynb #a9c1e81a
-MASK_THRESHOLD = 0.5 # mask pixel is target when its [0, 1] value is above this (> 127 of 255)
+MASK_THRESHOLD = 0.5  # mask pixel is target when its [0, 1] value is above this (> 127 of 255)
 
-def read_mask(path, threshold:float=MASK_THRESHOLD) -> np.ndarray:
+
+def read_mask(path, threshold: float = MASK_THRESHOLD) -> np.ndarray:
     "Mask file -> bool (H, W): True where the [0, 1] value is above `threshold`."
     return read_image(path) > threshold
 
-def grey_values(mask:np.ndarray, limit:int=16) -> list:
+
+def grey_values(mask: np.ndarray, limit: int = 16) -> list:
     "Distinct values of a [0, 1] mask other than 0 and 1, on the 0-255 scale, smallest first (at most `limit`)."
-    v = np.unique(mask); v = v[(v != 0) & (v != 1)][:limit].astype(np.float64) * 255
+    v = np.unique(mask)
+    v = v[(v != 0) & (v != 1)][:limit].astype(np.float64) * 255
     return [int(round(x)) if abs(x - round(x)) < 1e-3 else round(float(x), 3) for x in v]
 
 # %% ../nbs/01_data.ipynb #3409767e
-def fit_mask(mask:np.ndarray, shape:tuple) -> np.ndarray:
+def fit_mask(mask: np.ndarray, shape: tuple) -> np.ndarray:
     "Resize a float mask to `shape` (h, w) with nearest neighbour (for a mask drawn on a rescaled frame)."
     return np.asarray(Image.fromarray(np.asarray(mask, np.float32)).resize(shape[::-1], Image.Resampling.NEAREST))
 
-def _same_aspect(a:tuple, b:tuple, tol:float=0.02) -> bool:
-    return abs((a[1]/a[0]) / (b[1]/b[0]) - 1) <= tol
+
+def _same_aspect(a: tuple, b: tuple, tol: float = 0.02) -> bool:
+    return abs((a[1] / a[0]) / (b[1] / b[0]) - 1) <= tol
 
 # %% ../nbs/01_data.ipynb #10a33a5e
 @dataclass
 class ValidationReport:
     "What `validate_dataset` found: the usable names per split, and every problem, each naming its file."
-    root:Path
-    layout:str
-    train:list # usable names, in split-file order
-    test:list
-    problems:list=field(default_factory=list) # one message per problem, starting with the file it is about
-    skipped:list=field(default_factory=list) # {"split", "name", "reason"} for each entry left out
-    resized_masks:list=field(default_factory=list) # names whose mask is resized to the image (resize_masks=True)
-    split_files:dict=field(default_factory=dict) # split -> its list, relative to the root
-    nonbinary_masks:dict=field(default_factory=dict) # mask file -> its values other than 0 and 255 (0-255 scale)
-    target_free:dict=field(default_factory=dict) # split -> names of usable frames whose mask has no target pixel
-    checked:int=0 # samples checked
+
+    root: Path
+    layout: str
+    train: list  # usable names, in split-file order
+    test: list
+    problems: list = field(default_factory=list)  # one message per problem, starting with the file it is about
+    skipped: list = field(default_factory=list)  # {"split", "name", "reason"} for each entry left out
+    resized_masks: list = field(default_factory=list)  # names whose mask is resized to the image (resize_masks=True)
+    split_files: dict = field(default_factory=dict)  # split -> its list, relative to the root
+    nonbinary_masks: dict = field(default_factory=dict)  # mask file -> its values other than 0 and 255 (0-255 scale)
+    target_free: dict = field(default_factory=dict)  # split -> names of usable frames whose mask has no target pixel
+    checked: int = 0  # samples checked
 
     def describe(self) -> str:
         "The problems as a message for people."
-        hint = ("\nFix these files in a copy of the dataset, or leave the bad samples out with skip_bad=True (CLI --skip_bad);"
-                " a mask drawn at another scale than its image can be resized with resize_masks=True (CLI --resize_masks).")
-        return (f"{self.root} ({self.layout} layout): {len(self.problems)} problem(s):\n"
-                + "\n".join(f"  - {p}" for p in self.problems) + hint)
+        hint = (
+            "\nFix these files in a copy of the dataset, or leave the bad samples out with skip_bad=True (CLI --skip_bad);"
+            " a mask drawn at another scale than its image can be resized with resize_masks=True (CLI --resize_masks)."
+        )
+        return (
+            f"{self.root} ({self.layout} layout): {len(self.problems)} problem(s):\n"
+            + "\n".join(f"  - {p}" for p in self.problems)
+            + hint
+        )
 
 # %% ../nbs/01_data.ipynb #b0317f05
-def check_sample(folder:DatasetFolder, name:str, resize_masks:bool=False) -> tuple[list, dict]:
+def check_sample(folder: DatasetFolder, name: str, resize_masks: bool = False) -> tuple[list, dict]:
     "Problems with sample `name` (each message starts with its file), and what was seen: resize (the mask), grey (values), empty (no target)."
     img_p, msk_p = folder.paths(name)
     seen = dict(resize=False, grey=[], empty=False)
-    out = [f"{folder.rel(p)}: no {kind} file for '{name}'" for p, kind in ((img_p, "image"), (msk_p, "mask")) if not p.is_file()]
-    if out: return out, seen
+    out = [
+        f"{folder.rel(p)}: no {kind} file for '{name}'"
+        for p, kind in ((img_p, "image"), (msk_p, "mask"))
+        if not p.is_file()
+    ]
+    if out:
+        return out, seen
     arrays = {}
     for p in (img_p, msk_p):
-        try: arrays[p] = _decode(p)
-        except _DECODE_ERRORS as e: out.append(f"{folder.rel(p)}: unreadable or corrupt image ({type(e).__name__}: {e})")
-    if out: return out, seen
+        try:
+            arrays[p] = _decode(p)
+        except _DECODE_ERRORS as e:
+            out.append(f"{folder.rel(p)}: unreadable or corrupt image ({type(e).__name__}: {e})")
+    if out:
+        return out, seen
     for p, a in arrays.items():
-        if not (ok := np.isfinite(a)).all(): out.append(f"{folder.rel(p)}: {int((~ok).sum())} non-finite pixel(s) (NaN or inf)")
-    if out: return out, seen
+        if not (ok := np.isfinite(a)).all():
+            out.append(f"{folder.rel(p)}: {int((~ok).sum())} non-finite pixel(s) (NaN or inf)")
+    if out:
+        return out, seen
     img, msk = arrays[img_p], arrays[msk_p]
     resize = msk.shape != img.shape
     if resize and not (resize_masks and _same_aspect(msk.shape, img.shape)):
         (mh, mw), (ih, iw) = msk.shape, img.shape
         return [f"{folder.rel(msk_p)}: mask is {mw}x{mh} but its image {folder.rel(img_p)} is {iw}x{ih}"], seen
-    if resize: msk = fit_mask(msk, img.shape)
+    if resize:
+        msk = fit_mask(msk, img.shape)
     if msk.max() > 0 and not (msk > MASK_THRESHOLD).any():
-        out.append(f"{folder.rel(msk_p)}: mask has nonzero pixels but none above the threshold "
-                   f"(max {msk.max()*255:.0f}/255): masks must be 0/255, is it stored as 0/1?")
+        out.append(
+            f"{folder.rel(msk_p)}: mask has nonzero pixels but none above the threshold "
+            f"(max {msk.max() * 255:.0f}/255): masks must be 0/255, is it stored as 0/1?"
+        )
     return out, dict(resize=resize, grey=grey_values(msk), empty=not (msk > MASK_THRESHOLD).any())
 
 # %% ../nbs/01_data.ipynb #c190523e
-def _split_problems(folder:DatasetFolder) -> tuple[dict, list, list, list]:
+def _split_problems(folder: DatasetFolder) -> tuple[dict, list, list, list]:
     "Names per split after removing entries leading outside, repeats and train/test overlap; problems; skipped entries; fatal problems."
     names = {s: parse_split_file(folder.split_files[s]) for s in SPLITS}
     sf = {s: folder.rel(folder.split_files[s]) for s in SPLITS}
@@ -388,12 +487,15 @@ def _split_problems(folder:DatasetFolder) -> tuple[dict, list, list, list]:
     lay = folder.layout
     for s in SPLITS:
         for n in dict.fromkeys(n for n in names[s] if not folder.contains(n)):
-            problems.append(f"{sf[s]}: entry '{n}' leads outside the dataset folder (absolute, or '..' out of "
-                            f"{lay.image_dir}/ and {lay.mask_dir}/); an entry must be a sample name")
+            problems.append(
+                f"{sf[s]}: entry '{n}' leads outside the dataset folder (absolute, or '..' out of "
+                f"{lay.image_dir}/ and {lay.mask_dir}/); an entry must be a sample name"
+            )
             skipped.append(dict(split=s, name=n, reason=f"entry outside the dataset folder in {sf[s]}"))
         names[s] = [n for n in names[s] if folder.contains(n)]
         for n, k in Counter(names[s]).items():
-            if k == 1: continue
+            if k == 1:
+                continue
             problems.append(f"{sf[s]}: '{n}' is listed {k} times")
             skipped += [dict(split=s, name=n, reason=f"repeated entry in {sf[s]}")] * (k - 1)
         names[s] = list(dict.fromkeys(names[s]))
@@ -405,54 +507,95 @@ def _split_problems(folder:DatasetFolder) -> tuple[dict, list, list, list]:
     return names, problems, skipped, fatal
 
 # %% ../nbs/01_data.ipynb #e7bd80a7
-def validate_dataset(root, skip_bad:bool=False, # leave bad samples out (listed in `.skipped`) instead of raising
-                     resize_masks:bool=False, # resize a mask drawn at another scale to its image's size
-                     split_stems=None, # (train, test) stems of the split lists (see `resolve_layout`); default: the layout's own
-                     progress:bool=False, # progress bar on stderr (shown only when stderr is a terminal)
-                    ) -> ValidationReport:
+def validate_dataset(
+    root,
+    skip_bad: bool = False,  # leave bad samples out (listed in `.skipped`) instead of raising
+    resize_masks: bool = False,  # resize a mask drawn at another scale to its image's size
+    split_stems=None,  # (train, test) stems of the split lists (see `resolve_layout`); default: the layout's own
+    progress: bool = False,  # progress bar on stderr (shown only when stderr is a terminal)
+) -> ValidationReport:
     "Check the whole dataset once; `DatasetError` listing every problem unless `skip_bad`."
     folder = resolve_layout(root, split_stems)
     names, problems, skipped, fatal = _split_problems(folder)
     resized, grey, empty, total = [], {}, {s: [] for s in SPLITS}, sum(map(len, names.values()))
-    bar = tqdm(total=total, desc="validating", unit="sample", mininterval=1.0, file=sys.stderr, disable=None if progress else True)
+    bar = tqdm(
+        total=total,
+        desc="validating",
+        unit="sample",
+        mininterval=1.0,
+        file=sys.stderr,
+        disable=None if progress else True,
+    )
     for s in SPLITS:
         good = []
         for n in names[s]:
-            msgs, seen = check_sample(folder, n, resize_masks); bar.update()
+            msgs, seen = check_sample(folder, n, resize_masks)
+            bar.update()
             problems += msgs
-            if msgs: skipped.append(dict(split=s, name=n, reason="; ".join(msgs))); continue
+            if msgs:
+                skipped.append(dict(split=s, name=n, reason="; ".join(msgs)))
+                continue
             good.append(n)
-            if seen["resize"]: resized.append(n)
-            if seen["grey"]: grey[folder.rel(folder.paths(n)[1])] = seen["grey"]
-            if seen["empty"]: empty[s].append(n)
-        if names[s] and not good: fatal.append(f"{folder.rel(folder.split_files[s])}: no usable sample left in the split")
+            if seen["resize"]:
+                resized.append(n)
+            if seen["grey"]:
+                grey[folder.rel(folder.paths(n)[1])] = seen["grey"]
+            if seen["empty"]:
+                empty[s].append(n)
+        if names[s] and not good:
+            fatal.append(f"{folder.rel(folder.split_files[s])}: no usable sample left in the split")
         names[s] = good
     bar.close()
-    rep = ValidationReport(folder.root, folder.layout.name, names["train"], names["test"], problems + fatal, skipped, resized,
-                           {s: folder.rel(p) for s, p in folder.split_files.items()}, grey, empty, total)
-    if fatal or (problems and not skip_bad): raise DatasetError(rep.describe(), rep.problems)
+    rep = ValidationReport(
+        folder.root,
+        folder.layout.name,
+        names["train"],
+        names["test"],
+        problems + fatal,
+        skipped,
+        resized,
+        {s: folder.rel(p) for s, p in folder.split_files.items()},
+        grey,
+        empty,
+        total,
+    )
+    if fatal or (problems and not skip_bad):
+        raise DatasetError(rep.describe(), rep.problems)
     return rep
 
 # %% ../nbs/01_data.ipynb #1697b38d
-def compute_stats(root, names, # the images (the training split) of dataset `root`
-                  split_stems=None, # (train, test) stems of the split lists (see `resolve_layout`)
-                  progress:bool=False, # progress bar on stderr (when it is a terminal)
-                 ) -> dict:
+def compute_stats(
+    root,
+    names,  # the images (the training split) of dataset `root`
+    split_stems=None,  # (train, test) stems of the split lists (see `resolve_layout`)
+    progress: bool = False,  # progress bar on stderr (when it is a terminal)
+) -> dict:
     "Pixel mean and std (on the [0, 1] scale) over images `names`; `DatasetError` naming the files if non-finite or all one value."
     folder, n, s, ss = resolve_layout(root, split_stems), 0, 0.0, 0.0
     lo, hi, bad, files = math.inf, -math.inf, [], []
-    for name in tqdm(names, desc="statistics", unit="image", mininterval=1.0, file=sys.stderr, disable=None if progress else True):
+    for name in tqdm(
+        names, desc="statistics", unit="image", mininterval=1.0, file=sys.stderr, disable=None if progress else True
+    ):
         p = folder.paths(name)[0]
         x = read_image(p).astype(np.float64)
-        if not np.isfinite(x).all(): bad.append(f"{folder.rel(p)}: non-finite pixels (NaN or inf) in a training image"); continue
+        if not np.isfinite(x).all():
+            bad.append(f"{folder.rel(p)}: non-finite pixels (NaN or inf) in a training image")
+            continue
         n, s, ss = n + x.size, s + x.sum(), ss + np.square(x).sum()
-        lo, hi = min(lo, x.min()), max(hi, x.max()); files.append(folder.rel(p))
-    if bad: raise DatasetError(f"{root}: no normalization statistics from non-finite pixels:\n" + "\n".join(f"  - {b}" for b in bad), bad)
-    if n == 0: raise DatasetError(f"{root}: no training images to compute normalization statistics from")
+        lo, hi = min(lo, x.min()), max(hi, x.max())
+        files.append(folder.rel(p))
+    if bad:
+        raise DatasetError(
+            f"{root}: no normalization statistics from non-finite pixels:\n" + "\n".join(f"  - {b}" for b in bad), bad
+        )
+    if n == 0:
+        raise DatasetError(f"{root}: no training images to compute normalization statistics from")
     if lo == hi:
         shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-        msg = (f"{root}: the training images have zero variance (every pixel is {lo * 255:.6g}/255), "
-               f"so normalization would divide by 0: {shown}")
+        msg = (
+            f"{root}: the training images have zero variance (every pixel is {lo * 255:.6g}/255), "
+            f"so normalization would divide by 0: {shown}"
+        )
         raise DatasetError(msg, [msg])
     mean = s / n
     return dict(mean=float(mean), std=float(math.sqrt(max(ss / n - mean * mean, 0.0))))
@@ -460,170 +603,242 @@ def compute_stats(root, names, # the images (the training split) of dataset `roo
 # %% ../nbs/01_data.ipynb #e0193869
 def read_scenes(path) -> dict:
     "name -> scene word from a CSV of `name,scene` rows (header allowed); {} when `path` is None or absent."
-    if path is None or not Path(path).is_file(): return {}
-    with open(path, newline="", encoding="utf-8-sig") as f: rows = [r for r in csv.reader(f) if len(r) >= 2]
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["name", "scene"]: rows = rows[1:]
+    if path is None or not Path(path).is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f) if len(r) >= 2]
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["name", "scene"]:
+        rows = rows[1:]
     return {clean_name(r[0]): r[1].strip() for r in rows}
 
 # %% ../nbs/01_data.ipynb #0156aba5
-def _inside(p:Path, folder:Path) -> bool: return p == folder or folder in p.parents
+def _inside(p: Path, folder: Path) -> bool:
+    return p == folder or folder in p.parents
 
-def prepare_dataset(root, out_dir, skip_bad:bool=False, # leave bad samples out (listed in the manifest) instead of raising
-                    resize_masks:bool=False, # resize masks drawn at another scale to their image's size
-                    scenes=None, # CSV of name,scene; default `root/scenes.csv` when present
-                    split_stems=None, # (train, test) stems of the split lists, e.g. ("trainval_v1", "test_v1"); default: the layout's own
-                    progress:bool=False, # progress bars on stderr (when it is a terminal)
-                   ) -> Path:
+
+def prepare_dataset(
+    root,
+    out_dir,
+    skip_bad: bool = False,  # leave bad samples out (listed in the manifest) instead of raising
+    resize_masks: bool = False,  # resize masks drawn at another scale to their image's size
+    scenes=None,  # CSV of name,scene; default `root/scenes.csv` when present
+    split_stems=None,  # (train, test) stems of the split lists, e.g. ("trainval_v1", "test_v1"); default: the layout's own
+    progress: bool = False,  # progress bars on stderr (when it is a terminal)
+) -> Path:
     "Validate dataset `root`, compute training stats, write and return `out_dir/manifest.json`."
     root, out_dir = Path(os.path.abspath(find_folder(root))), Path(os.path.abspath(out_dir))
-    if _inside(out_dir, root): raise DatasetError(f"{out_dir}: inside the dataset folder {root}, which is never written to; choose another output folder")
-    rep = validate_dataset(root, skip_bad=skip_bad, resize_masks=resize_masks, split_stems=split_stems, progress=progress)
-    if scenes is not None and not Path(scenes).is_file(): raise DatasetError(f"{scenes}: scenes file not found")
-    words = read_scenes(scenes if scenes is not None else root/"scenes.csv")  # only the default may be absent
-    try: root_s = Path(os.path.relpath(root, out_dir)).as_posix()
-    except ValueError: root_s = root.as_posix()  # e.g. another drive on Windows
-    man = dict(format=1, root=root_s, layout=rep.layout, split_files=rep.split_files, train=rep.train, test=rep.test,
-               skipped=rep.skipped, resized_masks=rep.resized_masks,
-               stats=compute_stats(root, rep.train, split_stems=split_stems, progress=progress),
-               scenes={n: words[n] for n in rep.train + rep.test if n in words},
-               mask_threshold=MASK_THRESHOLD, nonbinary_masks=rep.nonbinary_masks, target_free=rep.target_free)
+    if _inside(out_dir, root):
+        raise DatasetError(
+            f"{out_dir}: inside the dataset folder {root}, which is never written to; choose another output folder"
+        )
+    rep = validate_dataset(
+        root, skip_bad=skip_bad, resize_masks=resize_masks, split_stems=split_stems, progress=progress
+    )
+    if scenes is not None and not Path(scenes).is_file():
+        raise DatasetError(f"{scenes}: scenes file not found")
+    words = read_scenes(scenes if scenes is not None else root / "scenes.csv")  # only the default may be absent
+    try:
+        root_s = Path(os.path.relpath(root, out_dir)).as_posix()
+    except ValueError:
+        root_s = root.as_posix()  # e.g. another drive on Windows
+    man = dict(
+        format=1,
+        root=root_s,
+        layout=rep.layout,
+        split_files=rep.split_files,
+        train=rep.train,
+        test=rep.test,
+        skipped=rep.skipped,
+        resized_masks=rep.resized_masks,
+        stats=compute_stats(root, rep.train, split_stems=split_stems, progress=progress),
+        scenes={n: words[n] for n in rep.train + rep.test if n in words},
+        mask_threshold=MASK_THRESHOLD,
+        nonbinary_masks=rep.nonbinary_masks,
+        target_free=rep.target_free,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
-    (path := out_dir/"manifest.json").write_text(json.dumps(man, indent=1) + "\n")
+    (path := out_dir / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
     return path
 
 # %% ../nbs/01_data.ipynb #198116f2
 def load_manifest(manifest) -> dict:
     "A manifest as a dict, from a `manifest.json` path (its relative `root` resolved against its folder) or a dict."
-    if isinstance(manifest, dict): return dict(manifest)
+    if isinstance(manifest, dict):
+        return dict(manifest)
     path = Path(manifest)
     man = json.loads(path.read_text())
-    man["root"] = str((path.parent/man["root"]).resolve()) if not Path(man["root"]).is_absolute() else man["root"]
+    man["root"] = str((path.parent / man["root"]).resolve()) if not Path(man["root"]).is_absolute() else man["root"]
     return man
 
 # %% ../nbs/01_data.ipynb #42410ba3
-def pad_to(x:np.ndarray, h:int, w:int) -> np.ndarray:
+def pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
     "Zero-pad 2-D `x` at the bottom/right to at least (h, w)."
     ph, pw = max(h - x.shape[0], 0), max(w - x.shape[1], 0)
     return np.pad(x, ((0, ph), (0, pw))) if ph or pw else x
 
-def normalize(img:np.ndarray, stats:dict) -> np.ndarray:
+
+def normalize(img: np.ndarray, stats: dict) -> np.ndarray:
     "`(img - stats['mean']) / stats['std']` as float32 (raw [0, 1] intensity -> network input)."
     return ((img - stats["mean"]) / stats["std"]).astype(np.float32)
 
 # %% ../nbs/01_data.ipynb #5b4ccb40
-def random_crop(img:np.ndarray, mask:np.ndarray, size:int, rng:np.random.Generator) -> tuple:
+def random_crop(img: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator) -> tuple:
     "Pad `img`/`mask` to at least `size` (bottom/right, zeros), then cut a random `size` x `size` window."
     img, mask = pad_to(img, size, size), pad_to(mask, size, size)
     y, x = (int(rng.integers(0, n - size + 1)) for n in img.shape)
-    return img[y:y+size, x:x+size], mask[y:y+size, x:x+size]
+    return img[y : y + size, x : x + size], mask[y : y + size, x : x + size]
 
-def random_flip(img:np.ndarray, mask:np.ndarray, rng:np.random.Generator) -> tuple:
+
+def random_flip(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple:
     "Horizontal flip, vertical flip and transpose, each with probability 1/2, applied alike to `img` and `mask`."
     h, v, t = rng.random(3) < 0.5
     for do, f in ((h, np.fliplr), (v, np.flipud), (t, np.transpose)):
-        if do: img, mask = f(img), f(mask)
+        if do:
+            img, mask = f(img), f(mask)
     return img, mask
 
 # %% ../nbs/01_data.ipynb #2dde3f0e
 class IRSTDDataset(torch.utils.data.Dataset):
     "Samples of one split of a prepared dataset: random crops with flips for training, whole unpadded images for testing."
-    def __init__(self, manifest, # manifest.json path, or its dict (a relative root in a dict is taken from the cwd)
-                 split:str, # "train" or "test"
-                 crop:int=256, # training crop size
-                 train:bool|None=None, # augment (crop + flips)? default: split == "train"
-                 seed:int=0, # with the epoch and index, fixes every random choice
-                ):
+
+    def __init__(
+        self,
+        manifest,  # manifest.json path, or its dict (a relative root in a dict is taken from the cwd)
+        split: str,  # "train" or "test"
+        crop: int = 256,  # training crop size
+        train: bool | None = None,  # augment (crop + flips)? default: split == "train"
+        seed: int = 0,  # with the epoch and index, fixes every random choice
+    ):
         m = load_manifest(manifest)
-        if split not in SPLITS: raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.names, self.crop, self.seed, self.epoch = list(m[split]), crop, seed, 0
         self.train = split == "train" if train is None else train
         self.stats = m["stats"]
         self.mean, self.std = self.stats["mean"], self.stats["std"]
         if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
-            raise DatasetError(f"manifest stats {self.stats}: mean and std must be finite and std > 0; run prepare_dataset again")
+            raise DatasetError(
+                f"manifest stats {self.stats}: mean and std must be finite and std > 0; run prepare_dataset again"
+            )
         sf = m.get("split_files")  # older manifests: the layout's own lists
         folder = resolve_layout(m["root"], [Path(sf[s]).stem for s in SPLITS] if sf else None, m.get("layout"))
         self.paths = [folder.paths(n) for n in self.names]
         self.scenes, self.resized = m.get("scenes", {}), set(m.get("resized_masks", []))
 
-    def __len__(self): return len(self.names)
-    def set_epoch(self, epoch:int):
+    def __len__(self):
+        return len(self.names)
+
+    def set_epoch(self, epoch: int):
         "Use the random choices of `epoch` from now on."
         self.epoch = epoch
 
-    def load(self, i:int) -> tuple:
+    def load(self, i: int) -> tuple:
         "Normalized float32 image and bool mask of sample `i`, whole and unpadded."
         img_p, msk_p = self.paths[i]
         img, msk = normalize(read_image(img_p), self.stats), read_image(msk_p)
-        if msk.shape != img.shape and self.names[i] in self.resized: msk = fit_mask(msk, img.shape)
-        if msk.shape != img.shape: raise DatasetError(f"{msk_p}: mask size differs from its image's; run prepare_dataset again")
+        if msk.shape != img.shape and self.names[i] in self.resized:
+            msk = fit_mask(msk, img.shape)
+        if msk.shape != img.shape:
+            raise DatasetError(f"{msk_p}: mask size differs from its image's; run prepare_dataset again")
         return img, msk > MASK_THRESHOLD
 
-    def __getitem__(self, i:int) -> dict:
+    def __getitem__(self, i: int) -> dict:
         img, msk = self.load(i)
         out = dict(name=self.names[i], scene=self.scenes.get(self.names[i], ""))
         if self.train:
             rng = np.random.default_rng((self.seed, self.epoch, i))
             img, msk = random_flip(*random_crop(img, msk, self.crop, rng), rng)
-        else: out["size"] = img.shape
+        else:
+            out["size"] = img.shape
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))[None]
         return dict(image=t(img), mask=t(msk), **out)
 
 # %% ../nbs/01_data.ipynb #d8c8fa27
-SOURCE_HINT = ("Put the dataset under data/<NAME> and set data.source in params.yaml (or pass SOURCE to dgspnet_prepare); "
-               "the default outputs/synthetic is written by the DVC synthetic stage.")
+SOURCE_HINT = (
+    "Put the dataset under data/<NAME> and set data.source in params.yaml (or pass SOURCE to dgspnet_prepare); "
+    "the default outputs/synthetic is written by the DVC synthetic stage."
+)
 
-def parse_splits(splits) -> tuple|None:
+
+def parse_splits(splits) -> tuple | None:
     "`data.splits` as the (train, test) stems `resolve_layout` takes: None for null; `ConfigError` unless two names."
     from dgspnet.config import ConfigError
-    if splits is None: return None
+
+    if splits is None:
+        return None
     two = isinstance(splits, (list, tuple)) and len(splits) == 2
     if not (two and all(isinstance(s, str) and s.strip() for s in splits)):
-        raise ConfigError(f"data.splits: expected [TRAIN, TEST] stems of split lists, e.g. [trainval_v1, test_v1], "
-                          f"or null for the layout's own; got {splits!r}")
+        raise ConfigError(
+            f"data.splits: expected [TRAIN, TEST] stems of split lists, e.g. [trainval_v1, test_v1], "
+            f"or null for the layout's own; got {splits!r}"
+        )
     return tuple(s.strip() for s in splits)
 
-def run_prepare(cfg, # params `Config`; only `cfg.data` is read: source, skip_bad, resize_masks, splits
-                out_dir="outputs/prepare", # folder of manifest.json
-                scenes=None, # CSV of name,scene (default: the source's scenes.csv when present)
-                split_stems=None, # (train, test) stems of the split lists; default: `cfg.data.splits`
-                progress:bool=False, # progress bars on stderr (when it is a terminal)
-               ) -> Path:
+
+def run_prepare(
+    cfg,  # params `Config`; only `cfg.data` is read: source, skip_bad, resize_masks, splits
+    out_dir="outputs/prepare",  # folder of manifest.json
+    scenes=None,  # CSV of name,scene (default: the source's scenes.csv when present)
+    split_stems=None,  # (train, test) stems of the split lists; default: `cfg.data.splits`
+    progress: bool = False,  # progress bars on stderr (when it is a terminal)
+) -> Path:
     "Validate `cfg.data.source` and write `out_dir/manifest.json`; `DatasetError` (one line for a missing source) otherwise."
     src = cfg.data.source
-    if not src: raise DatasetError(f"no dataset given: data.source is empty. {SOURCE_HINT}")
+    if not src:
+        raise DatasetError(f"no dataset given: data.source is empty. {SOURCE_HINT}")
     root, why = _match_folder(src)
-    if root is None: raise DatasetError(f"data.source={str(src)!r} does not exist (cwd {Path.cwd()}; {why}). {SOURCE_HINT}")
+    if root is None:
+        raise DatasetError(f"data.source={str(src)!r} does not exist (cwd {Path.cwd()}; {why}). {SOURCE_HINT}")
     stems = split_stems if split_stems is not None else parse_splits(cfg.data.splits)
-    return prepare_dataset(root, out_dir, skip_bad=cfg.data.skip_bad, resize_masks=cfg.data.resize_masks,
-                           scenes=scenes, split_stems=stems, progress=progress)
+    return prepare_dataset(
+        root,
+        out_dir,
+        skip_bad=cfg.data.skip_bad,
+        resize_masks=cfg.data.resize_masks,
+        scenes=scenes,
+        split_stems=stems,
+        progress=progress,
+    )
 
-def prepare_config(source=None, # dataset folder; wins over the params file's data.source
-                   params=None, # params file whose `data` group gives source, skip_bad, resize_masks
-                   skip_bad:bool=False, resize_masks:bool=False, # True switches on what the params file leaves off
-                  ):
+
+def prepare_config(
+    source=None,  # dataset folder; wins over the params file's data.source
+    params=None,  # params file whose `data` group gives source, skip_bad, resize_masks
+    skip_bad: bool = False,
+    resize_masks: bool = False,  # True switches on what the params file leaves off
+):
     "The `Config` that `dgspnet_prepare` runs with: the params file (or the defaults), then the command line on top."
     from dgspnet.config import Config, load_params
-    if source is None and params is None: raise DatasetError("no dataset given: pass SOURCE, or --params FILE to take data.source from it")
+
+    if source is None and params is None:
+        raise DatasetError("no dataset given: pass SOURCE, or --params FILE to take data.source from it")
     cfg = load_params(params) if params is not None else Config()
-    if source is not None: cfg.data.source = source
+    if source is not None:
+        cfg.data.source = source
     cfg.data.skip_bad, cfg.data.resize_masks = cfg.data.skip_bad or skip_bad, cfg.data.resize_masks or resize_masks
     return cfg
 
 # %% ../nbs/01_data.ipynb #84ad092d
-def _names(names:list, k:int=10) -> str: return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+def _names(names: list, k: int = 10) -> str:
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 
-def prepare_summary(man:dict, path) -> str:
+
+def prepare_summary(man: dict, path) -> str:
     "What `dgspnet_prepare` prints about a manifest it wrote at `path`."
     grey, free, t = man["nonbinary_masks"], man["target_free"], man["mask_threshold"]
-    lines = [f"{man['root']} ({man['layout']} layout; {man['split_files']['train']}, {man['split_files']['test']}): "
-             f"{len(man['train'])} train / {len(man['test'])} test, {len(man['skipped'])} skipped, "
-             f"{len(man['resized_masks'])} masks resized; mean {man['stats']['mean']:.4f} std {man['stats']['std']:.4f} -> {path}"]
+    lines = [
+        f"{man['root']} ({man['layout']} layout; {man['split_files']['train']}, {man['split_files']['test']}): "
+        f"{len(man['train'])} train / {len(man['test'])} test, {len(man['skipped'])} skipped, "
+        f"{len(man['resized_masks'])} masks resized; mean {man['stats']['mean']:.4f} std {man['stats']['std']:.4f} -> {path}"
+    ]
     lines += [f"  skipped {s['split']}/{s['name']}: {s['reason']}" for s in man["skipped"]]
-    lines.append(f"masks: a pixel is target when its value on the [0, 1] scale is > {t} (> {math.floor(t * 255)} of 255); "
-                 f"{len(grey)} mask(s) hold values other than 0 and 255; "
-                 f"{sum(map(len, free.values()))} frame(s) have no target ({', '.join(f'{s} {len(v)}' for s, v in free.items())})")
+    lines.append(
+        f"masks: a pixel is target when its value on the [0, 1] scale is > {t} (> {math.floor(t * 255)} of 255); "
+        f"{len(grey)} mask(s) hold values other than 0 and 255; "
+        f"{sum(map(len, free.values()))} frame(s) have no target ({', '.join(f'{s} {len(v)}' for s, v in free.items())})"
+    )
     lines += [f"  grey values {', '.join(map(str, v))} in {f}" for f, v in list(grey.items())[:20]]
-    if len(grey) > 20: lines.append(f"  ... and {len(grey) - 20} more masks (see nonbinary_masks in {path})")
+    if len(grey) > 20:
+        lines.append(f"  ... and {len(grey) - 20} more masks (see nonbinary_masks in {path})")
     lines += [f"  no target in {s}: {_names(v)}" for s, v in free.items() if v]
     return "\n".join(lines)

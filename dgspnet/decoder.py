@@ -20,95 +20,117 @@ from .attention import TGSA
 __all__ = ['upsample_fused', 'DecoderStage', 'Decoder', 'PredictionHead', 'DeconvBlock', 'ReconstructionDecoder']
 
 # %% ../nbs/10_decoder.ipynb #752e869b
-def upsample_fused(d:torch.Tensor, # [B,C,h,w] the deeper stage's output
-                   size:tuple, # (2h, 2w)
-                  ) -> torch.Tensor:
+def upsample_fused(
+    d: torch.Tensor,  # [B,C,h,w] the deeper stage's output
+    size: tuple,  # (2h, 2w)
+) -> torch.Tensor:
     "Up of Eq. 6: `upsample_to` when gradients are recorded (deterministic CUDA backward), else `F.interpolate`."
-    if torch.is_grad_enabled() and d.requires_grad: return upsample_to(d, size)
+    if torch.is_grad_enabled() and d.requires_grad:
+        return upsample_to(d, size)
     return F.interpolate(d, size=size, mode="bilinear", align_corners=False)
 
 # %% ../nbs/10_decoder.ipynb #cell009
 class DecoderStage(nn.Module):
     "One stage of Eq. 6-9: fused = Up(d) + Conv1x1(f); TGSA gate (optional); ConvBlock3x3."
-    def __init__(self,
-                 channels:int, # d_i, channels of f^(i) and of the fused feature
-                 out_channels:int, # d_{i-1}, channels of the output f_d^(i-1)
-                 text_dim:int|None=None, # [eot] width for TGSA; None = TGSA off
-                 tgsa_dim:int|None=None, # d_c of TGSA; None = channels
-                 tgsa_norm:str="softmax", # TGSA normalisation (see `TGSA`)
-                ):
+
+    def __init__(
+        self,
+        channels: int,  # d_i, channels of f^(i) and of the fused feature
+        out_channels: int,  # d_{i-1}, channels of the output f_d^(i-1)
+        text_dim: int | None = None,  # [eot] width for TGSA; None = TGSA off
+        tgsa_dim: int | None = None,  # d_c of TGSA; None = channels
+        tgsa_norm: str = "softmax",  # TGSA normalisation (see `TGSA`)
+    ):
         super().__init__()
         self.lateral = nn.Conv2d(channels, channels, 1)
         self.tgsa = None if text_dim is None else TGSA(channels, text_dim, tgsa_dim, tgsa_norm)
         self.conv = ConvBlock(channels, out_channels)
 
-    def forward(self, f:torch.Tensor, d:torch.Tensor|None=None, f_eot:torch.Tensor|None=None):
+    def forward(self, f: torch.Tensor, d: torch.Tensor | None = None, f_eot: torch.Tensor | None = None):
         "Returns (f_d^(i-1), TGSA map or None); `d` is None for the deepest stage."
         fused = self.lateral(f)
-        if d is not None: fused = fused.add_(upsample_fused(d, f.shape[-2:]))  # in place: one full-size tensor less
+        if d is not None:
+            fused = fused.add_(upsample_fused(d, f.shape[-2:]))  # in place: one full-size tensor less
         a = None
         if self.tgsa is not None:
-            if f_eot is None: raise ValueError("this decoder stage uses TGSA and needs the [eot] text feature")
+            if f_eot is None:
+                raise ValueError("this decoder stage uses TGSA and needs the [eot] text feature")
             fused, a = self.tgsa(fused, f_eot)
         return self.conv(fused), a
 
 # %% ../nbs/10_decoder.ipynb #cell010
 class Decoder(nn.Module):
     "Five stages (Eq. 6-9) from [f1..f5] (f5 = cross-attention output) to a full-resolution feature of d_1 channels."
-    def __init__(self,
-                 widths:Sequence[int]=(16, 32, 64, 128, 256), # channels of f1..f5
-                 text_dim:int|None=None, # [eot] width for TGSA; None = TGSA off (plain fusion)
-                 tgsa_dim:int|None=None, # d_c of TGSA; None = each stage's channel width
-                 tgsa_norm:str="softmax", # see `TGSA`
-                ):
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (16, 32, 64, 128, 256),  # channels of f1..f5
+        text_dim: int | None = None,  # [eot] width for TGSA; None = TGSA off (plain fusion)
+        tgsa_dim: int | None = None,  # d_c of TGSA; None = each stage's channel width
+        tgsa_norm: str = "softmax",  # see `TGSA`
+    ):
         super().__init__()
         w = tuple(widths)
         outs = (w[0],) + w[:-1]  # stage i maps d_i -> d_{i-1}; stage 1 keeps d_1
         self.stages = nn.ModuleList(DecoderStage(c, o, text_dim, tgsa_dim, tgsa_norm) for c, o in zip(w, outs))
         self.out_channels = w[0]
 
-    def forward(self, feats:Sequence[torch.Tensor], # [f1, f2, f3, f4, f5]
-                f_eot:torch.Tensor|None=None, # [B,d_t] text feature for TGSA
-                return_attention:bool=False, # also return {"stage5": w5, ..., "stage1": w1}
-                return_stages:bool=False, # also return every stage's output [f_d^(4), ..., f_d^(1)], deepest first
-               ):
+    def forward(
+        self,
+        feats: Sequence[torch.Tensor],  # [f1, f2, f3, f4, f5]
+        f_eot: torch.Tensor | None = None,  # [B,d_t] text feature for TGSA
+        return_attention: bool = False,  # also return {"stage5": w5, ..., "stage1": w1}
+        return_stages: bool = False,  # also return every stage's output [f_d^(4), ..., f_d^(1)], deepest first
+    ):
         "The last stage's output f_d^(1) [B,d_1,H,W] (then the TGSA maps, then all stage outputs, when asked for)."
         d, outs, maps = None, [], {}
         for i in range(len(self.stages), 0, -1):
             d, a = self.stages[i - 1](feats[i - 1], d, f_eot)
             outs.append(d)
-            if a is not None: maps[f"stage{i}"] = a
+            if a is not None:
+                maps[f"stage{i}"] = a
         res = [d] + ([maps] if return_attention else []) + ([outs] if return_stages else [])
         return tuple(res) if len(res) > 1 else d
 
 # %% ../nbs/10_decoder.ipynb #cell013
 class PredictionHead(nn.Conv2d):
     "1x1 conv to `n_classes` logit maps; with `prior`, bias -log((1-p)/p) and weights N(0, 0.01^2) (probability about p at init)."
-    def __init__(self,
-                 in_channels:int, # channels of the last decoding feature
-                 n_classes:int=1, # one target class
-                 prior:float|None=None, # initial target probability p in (0, 1); None: PyTorch's default init
-                ):
+
+    def __init__(
+        self,
+        in_channels: int,  # channels of the last decoding feature
+        n_classes: int = 1,  # one target class
+        prior: float | None = None,  # initial target probability p in (0, 1); None: PyTorch's default init
+    ):
         super().__init__(in_channels, n_classes, 1)
         if prior is not None:
-            if not 0 < prior < 1: raise ValueError(f"prior must be a probability in (0, 1), got {prior}")
-            with torch.no_grad(): self.weight.normal_(0, 0.01); self.bias.fill_(-math.log((1 - prior) / prior))
+            if not 0 < prior < 1:
+                raise ValueError(f"prior must be a probability in (0, 1), got {prior}")
+            with torch.no_grad():
+                self.weight.normal_(0, 0.01)
+                self.bias.fill_(-math.log((1 - prior) / prior))
 
 # %% ../nbs/10_decoder.ipynb #cell016
 class DeconvBlock(nn.Sequential):
     "ConvTranspose2d(2x2, stride 2) -> BatchNorm -> ReLU (Fig. 1 'Deconv'): doubles the resolution."
-    def __init__(self, in_channels:int, out_channels:int):
-        super().__init__(nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(
+            nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
 
 # %% ../nbs/10_decoder.ipynb #cell017
 class ReconstructionDecoder(nn.Module):
     "Transposed-convolution decoder with skip connections: [f1..f5] -> image [B,out_channels,H,W]."
-    def __init__(self,
-                 widths:Sequence[int]=(16, 32, 64, 128, 256), # channels of f1..f5
-                 out_channels:int=1, # reconstructed image channels
-                 skips:bool=True, # concatenate f1..f4 as in Fig. 1
-                ):
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (16, 32, 64, 128, 256),  # channels of f1..f5
+        out_channels: int = 1,  # reconstructed image channels
+        skips: bool = True,  # concatenate f1..f4 as in Fig. 1
+    ):
         super().__init__()
         w = tuple(widths)
         self.skips = skips
@@ -116,10 +138,11 @@ class ReconstructionDecoder(nn.Module):
         self.convs = nn.ModuleList(ConvBlock(w[k] * (2 if skips else 1), w[k]) for k in range(len(w) - 1))
         self.out = nn.Conv2d(w[0], out_channels, 1)
 
-    def forward(self, feats:Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         x = feats[-1]
         for k in range(len(self.ups) - 1, -1, -1):
             x = self.ups[k](x)
-            if self.skips: x = torch.cat([x, feats[k]], 1)
+            if self.skips:
+                x = torch.cat([x, feats[k]], 1)
             x = self.convs[k](x)
         return self.out(x)

@@ -21,56 +21,71 @@ __all__ = ['TORCHRUN_ENV', 'DistInfo', 'init_distributed', 'process_group_backen
 @dataclass
 class DistInfo:
     "Where this process sits in a data-parallel run."
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    @property
-    def main(self) -> bool: return self.rank == 0
 
-def init_distributed(device_name:str="auto") -> tuple:
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str = "auto") -> tuple:
     "Join the process group if launched by torchrun; returns (DistInfo, device)."
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = pick_device(device_name)
-    if world <= 1: return DistInfo(), device
+    if world <= 1:
+        return DistInfo(), device
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank); torch.cuda.set_device(device)
-    if not dist.is_initialized(): dist.init_process_group(process_group_backend(device))
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(process_group_backend(device))
     return info, device
 
-def process_group_backend(device:torch.device) -> str:
+
+def process_group_backend(device: torch.device) -> str:
     "NCCL for CUDA tensors plus gloo for CPU ones on a GPU; gloo on CPU."
     return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 # %% ../nbs/12a_distributed.ipynb #afba6c22
 TORCHRUN_ENV = "DGSPNET_TORCHRUN"  # the launch command for several nodes (set by slurm/exp.sbatch)
 
-def relaunch_under_torchrun(nproc:int, # processes per node (base.nproc)
-                            argv=None, # the console script and its arguments (default sys.argv)
-                           ) -> int|None:
+
+def relaunch_under_torchrun(
+    nproc: int,  # processes per node (base.nproc)
+    argv=None,  # the console script and its arguments (default sys.argv)
+) -> int | None:
     "If `nproc > 1` or `DGSPNET_TORCHRUN` is set, and we are not under torchrun yet, rerun this command under torchrun."
     launcher = shlex.split(os.environ.get(TORCHRUN_ENV, ""))
-    if (nproc <= 1 and not launcher) or "LOCAL_RANK" in os.environ: return None
+    if (nproc <= 1 and not launcher) or "LOCAL_RANK" in os.environ:
+        return None
     argv = list(argv or sys.argv)
     script = shutil.which(argv[0]) or argv[0]
     launcher = launcher or [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     return subprocess.call([*launcher, f"--nproc_per_node={nproc}", "--no-python", script, *argv[1:]])
 
-
 # %% ../nbs/12a_distributed.ipynb #89868be9
-def _dist_nn(name:str):
+def _dist_nn(name: str):
     "An autograd-aware collective of `torch.distributed.nn.functional` (deprecated in torch 2.14 in favour of functional collectives without this backward; still correct, warning silenced)."
     import torch.distributed.nn.functional as F_dist
+
     fn = getattr(F_dist, name)
+
     def call(*args, **kw):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             return fn(*args, **kw)
+
     return call
+
 
 class DistBatchNorm2d(nn.BatchNorm2d):
     "BatchNorm2d with the statistics of the global batch across processes (exact SyncBatchNorm for CPU/gloo)."
-    def forward(self, x:torch.Tensor) -> torch.Tensor:
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         c, shape = x.shape[1], (1, -1, 1, 1)
@@ -89,43 +104,58 @@ class DistBatchNorm2d(nn.BatchNorm2d):
         return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
 
 # %% ../nbs/12a_distributed.ipynb #3d1c7555
-def convert_batchnorm(module:nn.Module, device:torch.device) -> nn.Module:
+def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     "BatchNorm2d -> SyncBatchNorm on CUDA, -> `DistBatchNorm2d` elsewhere (state copied)."
-    if device.type == "cuda": return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
-            new = DistBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
-            new.load_state_dict(child.state_dict()); new.train(child.training)
+            new = DistBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
+            new.load_state_dict(child.state_dict())
+            new.train(child.training)
             setattr(module, name, new)
-        else: convert_batchnorm(child, device)
+        else:
+            convert_batchnorm(child, device)
     return module
 
 # %% ../nbs/12a_distributed.ipynb #92a099c0
-def gather_batch(x:torch.Tensor) -> torch.Tensor:
+def gather_batch(x: torch.Tensor) -> torch.Tensor:
     "Concatenate `x` over all processes along dim 0, with gradients (identity for one process)."
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1): return x
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return x
     return torch.cat(_dist_nn("all_gather")(x), 0)
 
-def mean_over_ranks(values:dict) -> dict:
+
+def mean_over_ranks(values: dict) -> dict:
     "Average a dict of floats over processes (for logging)."
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1): return values
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return values
     t = torch.tensor([values[k] for k in sorted(values)], dtype=torch.float64)
-    dist.all_reduce(t); t /= dist.get_world_size()
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
     return dict(zip(sorted(values), t.tolist()))
 
 # %% ../nbs/12a_distributed.ipynb #9f041603
-def _seed_worker(worker_id:int):
+def _seed_worker(worker_id: int):
     s = torch.initial_seed() % 2**32
-    np.random.seed(s); random.seed(s)
+    np.random.seed(s)
+    random.seed(s)
 
-def make_loader(ds, # a map-style dataset
-                batch_size:int, # GLOBAL batch size (split over the processes)
-                info:DistInfo, seed:int, epoch:int,
-                num_workers:int=0, train:bool=True,
-                steps:int=0, # batches in the epoch: the first `steps` of the epoch's seeded order (0: all)
-                skip:int=0, # leave out the first `skip` batches (resuming inside an epoch)
-                pin_memory:bool=False, # page-locked batches (for a CUDA device)
-               ):
+
+def make_loader(
+    ds,  # a map-style dataset
+    batch_size: int,  # GLOBAL batch size (split over the processes)
+    info: DistInfo,
+    seed: int,
+    epoch: int,
+    num_workers: int = 0,
+    train: bool = True,
+    steps: int = 0,  # batches in the epoch: the first `steps` of the epoch's seeded order (0: all)
+    skip: int = 0,  # leave out the first `skip` batches (resuming inside an epoch)
+    pin_memory: bool = False,  # page-locked batches (for a CUDA device)
+):
     "Seeded loader; per-rank batch = global batch / world size; training drops the incomplete last batch."
     if batch_size % info.world:
         raise ValueError(f"batch size {batch_size} is not divisible by {info.world} processes")
@@ -133,29 +163,45 @@ def make_loader(ds, # a map-style dataset
         raise ValueError(f"the training split has {len(ds)} samples, fewer than one batch of {batch_size}")
     sampler = DistributedSampler(ds, num_replicas=info.world, rank=info.rank, shuffle=train, seed=seed, drop_last=train)
     sampler.set_epoch(epoch)
-    if hasattr(ds, "set_epoch"): ds.set_epoch(epoch)
+    if hasattr(ds, "set_epoch"):
+        ds.set_epoch(epoch)
     per_rank = batch_size // info.world
     order = list(sampler)  # this rank's positions r, r+N, ... of the epoch's permutation
-    if steps: order = order[:steps * per_rank]
-    order = order[skip * per_rank:]
-    g = torch.Generator(); g.manual_seed(seed * 100003 + epoch)
-    return DataLoader(ds, batch_size=per_rank, sampler=order, num_workers=num_workers, drop_last=train,
-                      worker_init_fn=_seed_worker, generator=g, pin_memory=pin_memory)
+    if steps:
+        order = order[: steps * per_rank]
+    order = order[skip * per_rank :]
+    g = torch.Generator()
+    g.manual_seed(seed * 100003 + epoch)
+    return DataLoader(
+        ds,
+        batch_size=per_rank,
+        sampler=order,
+        num_workers=num_workers,
+        drop_last=train,
+        worker_init_fn=_seed_worker,
+        generator=g,
+        pin_memory=pin_memory,
+    )
 
 # %% ../nbs/12a_distributed.ipynb #7140e39a
-def wrap_model(model:nn.Module, info:DistInfo, device:torch.device,
-               channels_last:bool=False, # 4-d weights in NHWC (`base.channels_last`)
-               compile:bool=False, # wrap in torch.compile (`base.compile`)
-              ) -> nn.Module:
+def wrap_model(
+    model: nn.Module,
+    info: DistInfo,
+    device: torch.device,
+    channels_last: bool = False,  # 4-d weights in NHWC (`base.channels_last`)
+    compile: bool = False,  # wrap in torch.compile (`base.compile`)
+) -> nn.Module:
     "Move to `device`; under torchrun convert BatchNorm and wrap in DistributedDataParallel; then compile if asked."
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     if info.world > 1:
         convert_batchnorm(model, device)
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                                    find_unused_parameters=True)
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
     return torch.compile(model) if compile else model
 
-def unwrap(model:nn.Module) -> nn.Module:
+
+def unwrap(model: nn.Module) -> nn.Module:
     "The module `wrap_model` was given: without torch.compile's and DDP's wrappers."
     model = getattr(model, "_orig_mod", model)
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -19,18 +19,22 @@ __all__ = ['PreEncoder', 'ReEncoderLayer', 'ReEncoder']
 # %% ../nbs/05_encoder.ipynb #cell005
 class PreEncoder(nn.Module):
     "Layers 1-3 of the image encoder: returns [f1 (1/1), f2 (1/2), f3 (1/4)]."
-    def __init__(self,
-                 in_channels:int=1, # image channels (infrared: 1)
-                 widths:Sequence[int]=(16, 32, 64), # channels of f1, f2, f3
-                ):
+
+    def __init__(
+        self,
+        in_channels: int = 1,  # image channels (infrared: 1)
+        widths: Sequence[int] = (16, 32, 64),  # channels of f1, f2, f3
+    ):
         super().__init__()
-        if len(widths) != 3: raise ValueError(f"PreEncoder needs 3 widths (f1, f2, f3), got {tuple(widths)}")
+        if len(widths) != 3:
+            raise ValueError(f"PreEncoder needs 3 widths (f1, f2, f3), got {tuple(widths)}")
         self.out_channels = tuple(int(w) for w in widths)
         in_widths = (in_channels,) + self.out_channels[:-1]
-        self.layers = nn.ModuleList(EncoderLayer(ci, co, pool=i > 0)
-                                    for i, (ci, co) in enumerate(zip(in_widths, self.out_channels)))
+        self.layers = nn.ModuleList(
+            EncoderLayer(ci, co, pool=i > 0) for i, (ci, co) in enumerate(zip(in_widths, self.out_channels))
+        )
 
-    def forward(self, x:torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []
         for layer in self.layers:
             x = layer(x)
@@ -40,39 +44,46 @@ class PreEncoder(nn.Module):
 # %% ../nbs/05_encoder.ipynb #cell005
 class ReEncoderLayer(nn.Module):
     "Eq. 2: MaxPool -> ConvBlock x2 -> TGCA(., f_text) (or plain CA when text_dim is None)."
-    def __init__(self,
-                 in_channels:int,  # input channels
-                 out_channels:int, # output channels
-                 text_dim:int|None=None, # width of the TGCA text vector; None = plain CA
-                ):
+
+    def __init__(
+        self,
+        in_channels: int,  # input channels
+        out_channels: int,  # output channels
+        text_dim: int | None = None,  # width of the TGCA text vector; None = plain CA
+    ):
         super().__init__()
         self.pool = nn.MaxPool2d(2)
         self.convs = DoubleConv(in_channels, out_channels)
         self.attn = ChannelAttention(out_channels) if text_dim is None else TGCA(out_channels, text_dim)
 
     @property
-    def text_guided(self) -> bool: return isinstance(self.attn, TGCA)
+    def text_guided(self) -> bool:
+        return isinstance(self.attn, TGCA)
 
-    def forward(self, x:torch.Tensor, f_text:torch.Tensor|None=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, f_text: torch.Tensor | None = None) -> torch.Tensor:
         f = self.convs(self.pool(x))
-        if not self.text_guided: return self.attn(f)
-        if f_text is None: raise ValueError("this re-encoder layer uses TGCA and needs the text vector f_text")
+        if not self.text_guided:
+            return self.attn(f)
+        if f_text is None:
+            raise ValueError("this re-encoder layer uses TGCA and needs the text vector f_text")
         return self.attn(f, f_text)
 
 # %% ../nbs/05_encoder.ipynb #cell006
 class ReEncoder(nn.Module):
     "Layers 4 and 5 of the image encoder: f3 -> [f4 (1/8), f5 (1/16)]."
-    def __init__(self,
-                 in_channels:int=64, # channels of f3
-                 widths:Sequence[int]=(128, 256), # channels of f4, f5
-                 text_dim:int|None=None, # TGCA text-vector width; None = plain CA (TGCA off)
-                ):
+
+    def __init__(
+        self,
+        in_channels: int = 64,  # channels of f3
+        widths: Sequence[int] = (128, 256),  # channels of f4, f5
+        text_dim: int | None = None,  # TGCA text-vector width; None = plain CA (TGCA off)
+    ):
         super().__init__()
         self.out_channels = tuple(int(w) for w in widths)
         in_widths = (in_channels,) + self.out_channels[:-1]
         self.layers = nn.ModuleList(ReEncoderLayer(ci, co, text_dim) for ci, co in zip(in_widths, self.out_channels))
 
-    def forward(self, f3:torch.Tensor, f_text:torch.Tensor|None=None) -> list[torch.Tensor]:
+    def forward(self, f3: torch.Tensor, f_text: torch.Tensor | None = None) -> list[torch.Tensor]:
         feats, x = [], f3
         for layer in self.layers:
             x = layer(x, f_text)

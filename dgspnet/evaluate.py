@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_evaluate.ipynb #5c8ebaca
 from __future__ import annotations
-import dgspnet.runtime  # first: sets OMP_WAIT_POLICY before torch loads
+import dgspnet.runtime  # noqa: F401 (imported first: sets OMP_WAIT_POLICY before torch loads)
 import csv, io, json, math, os, sys, time
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +16,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, NullFormatter
 from skimage.measure import label, regionprops
 from .runtime import pick_device, set_threads
-from .config import EvaluateCfg, load_params, RANDOM_TEXT_WARNING, read_paper_tables
+from .config import EvaluateCfg, read_paper_tables
 from .data import IRSTDDataset
 from .metrics import SegmentationMetrics, pd_fa_curve, plot_pd_fa_curve
 from .model import pad_to_multiple
@@ -32,17 +32,24 @@ __all__ = ['PAPER_UNITS', 'PNG_METADATA', 'RUN_TIMES', 'in_paper_units', 'paper_
 
 # %% ../nbs/14_evaluate.ipynb #39c8538c
 PAPER_UNITS = {  # dgspnet.metrics name -> (name with the paper's unit, factor from the metrics module's unit)
-    "IoU": ("IoU_pct", 100.0), "nIoU": ("nIoU_pct", 100.0), "Pd": ("Pd_pct", 100.0), "Fa": ("Fa_1e-6", 1.0)}
+    "IoU": ("IoU_pct", 100.0),
+    "nIoU": ("nIoU_pct", 100.0),
+    "Pd": ("Pd_pct", 100.0),
+    "Fa": ("Fa_1e-6", 1.0),
+}
 
-def in_paper_units(res:dict, # IoU, nIoU, Pd as fractions, Fa in 1e-6 (`SegmentationMetrics.compute`)
-                  ) -> dict:
+
+def in_paper_units(
+    res: dict,  # IoU, nIoU, Pd as fractions, Fa in 1e-6 (`SegmentationMetrics.compute`)
+) -> dict:
     "The metrics under keys that carry the paper's unit: IoU_pct, nIoU_pct, Pd_pct (%), Fa_1e-6."
     return {name: float(res[k]) * f for k, (name, f) in PAPER_UNITS.items() if k in res}
 
 # %% ../nbs/14_evaluate.ipynb #af2af3bc
-def paper_row(dataset:str, # dataset folder name, e.g. "NUAA-SIRST"
-              tables:dict|None=None, # the paper's tables (None: `read_paper_tables()`)
-             ) -> dict|None:
+def paper_row(
+    dataset: str,  # dataset folder name, e.g. "NUAA-SIRST"
+    tables: dict | None = None,  # the paper's tables (None: `read_paper_tables()`)
+) -> dict | None:
     "The DGSPNet row of the paper's Table 1 for `dataset` (IoU_pct, Pd_pct, Fa_1e-6), or None when it is not there."
     t1 = (tables or read_paper_tables())["table1_sota"]
     name = {k: n for k, (n, _) in PAPER_UNITS.items()}
@@ -51,57 +58,73 @@ def paper_row(dataset:str, # dataset folder name, e.g. "NUAA-SIRST"
     return row or None
 
 # %% ../nbs/14_evaluate.ipynb #b70830e7
-def dataset_name(manifest, # manifest.json path, or its dict (a relative root in a dict is taken from the cwd)
-                ) -> str:
+def dataset_name(
+    manifest,  # manifest.json path, or its dict (a relative root in a dict is taken from the cwd)
+) -> str:
     "The dataset's folder name as `data.source` wrote it: a linked dataset is named by the link, not by its target."
-    if isinstance(manifest, dict): base, root = os.getcwd(), manifest["root"]
-    else: base, root = os.path.dirname(os.path.abspath(manifest)), json.loads(Path(manifest).read_text())["root"]
+    if isinstance(manifest, dict):
+        base, root = os.getcwd(), manifest["root"]
+    else:
+        base, root = os.path.dirname(os.path.abspath(manifest)), json.loads(Path(manifest).read_text())["root"]
     return Path(os.path.normpath(os.path.join(base, root))).name
 
 # %% ../nbs/14_evaluate.ipynb #5a900c6d
 PNG_METADATA = {"Software": None}  # no matplotlib version in the file
 
-def new_figure(w:float, h:float) -> Figure:
+
+def new_figure(w: float, h: float) -> Figure:
     "A `Figure` of w x h inches on its own Agg canvas (no pyplot, no backend switch)."
-    fig = Figure(figsize=(w, h)); FigureCanvasAgg(fig)
+    fig = Figure(figsize=(w, h))
+    FigureCanvasAgg(fig)
     return fig
 
-def figure_png(fig:Figure, dpi:int=100) -> bytes:
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     "The figure as PNG bytes, without metadata."
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata=PNG_METADATA)
     return buf.getvalue()
 
-def save_png(fig:Figure, path, dpi:int):
+
+def save_png(fig: Figure, path, dpi: int):
     "Write the figure to `path` as a PNG without metadata."
     fig.savefig(path, format="png", dpi=dpi, metadata=PNG_METADATA)
 
 # %% ../nbs/14_evaluate.ipynb #4e2e38cf
 def _tick(v, _=None) -> str:
     "Short tick label: 20, 0.5, 3e5."
-    if v == 0 or 1e-2 <= abs(v) < 1e4: return f"{v:g}"
+    if v == 0 or 1e-2 <= abs(v) < 1e4:
+        return f"{v:g}"
     e = math.floor(math.log10(abs(v)) + 1e-9)
-    return f"{v / 10 ** e:g}e{e}"
+    return f"{v / 10**e:g}e{e}"
 
-def log_fa_axis(ax, lo:float, hi:float):
+
+def log_fa_axis(ax, lo: float, hi: float):
     "Log Fa axis over [lo, hi] (> 0) with readable labels: minor ticks labelled when the span is under two decades."
-    if not 0 < lo < hi: raise ValueError(f"log axis needs 0 < lo < hi, got {lo}, {hi}")
-    ax.set_xscale("log"); ax.set_xlim(lo, hi)
+    if not 0 < lo < hi:
+        raise ValueError(f"log axis needs 0 < lo < hi, got {lo}, {hi}")
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
     decades = math.log10(hi / lo)
     keep = set(range(1, 10)) if decades < 1 else {2, 5} if decades < 2 else set()
+
     def minor(v, _=None):
         m = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
         return _tick(v) if m in keep else ""
+
     ax.xaxis.set_major_formatter(FuncFormatter(_tick))
     ax.xaxis.set_minor_formatter(FuncFormatter(minor) if keep else NullFormatter())
 
 # %% ../nbs/14_evaluate.ipynb #3b1f9f54
-def plot_pd_fa(curve:dict, # `pd_fa_curve` output: Pd fractions, Fa in 1e-6
-               dataset:str="", # dataset name: the paper's operating point is marked when it has one
-               label:str|None=None, # legend label of the curve
-               title:str="") -> Figure:
+def plot_pd_fa(
+    curve: dict,  # `pd_fa_curve` output: Pd fractions, Fa in 1e-6
+    dataset: str = "",  # dataset name: the paper's operating point is marked when it has one
+    label: str | None = None,  # legend label of the curve
+    title: str = "",
+) -> Figure:
     "Pd (%) against Fa (1e-6) on a log Fa axis, with the paper's Table 1 point."
-    fig = new_figure(5, 3.8); ax = fig.add_subplot()
+    fig = new_figure(5, 3.8)
+    ax = fig.add_subplot()
     fa, pd = np.asarray(curve["Fa"], float), np.asarray(curve["Pd"], float)
     pos = fa > 0
     plot_pd_fa_curve({k: list(np.asarray(v)[pos]) for k, v in curve.items()}, ax=ax, label=label or "this model")
@@ -113,20 +136,29 @@ def plot_pd_fa(curve:dict, # `pd_fa_curve` output: Pd fractions, Fa in 1e-6
     lo, hi = (min(xs) / 1.5, max(xs) * 1.5) if xs else (0.1, 10.0)
     log_fa_axis(ax, lo, hi)
     if (~pos).any():
-        ax.text(0.02, 0.02, f"{int((~pos).sum())} threshold(s) with Fa = 0 (not on a log axis), Pd up to {100 * np.nanmax(pd[~pos]):.1f} %",
-                transform=ax.transAxes, fontsize=7, va="bottom")
+        ax.text(
+            0.02,
+            0.02,
+            f"{int((~pos).sum())} threshold(s) with Fa = 0 (not on a log axis), Pd up to {100 * np.nanmax(pd[~pos]):.1f} %",
+            transform=ax.transAxes,
+            fontsize=7,
+            va="bottom",
+        )
     ys = list(100 * pd[pos]) + ([paper["Pd_pct"]] if paper else [])
-    ax.set_ylim(max(0, 10 * math.floor(min(ys) / 10) - 10) - 2 if ys else -2, 102)  # the curve and the paper's point, up to 100 %
+    ax.set_ylim(
+        max(0, 10 * math.floor(min(ys) / 10) - 10) - 2 if ys else -2, 102
+    )  # the curve and the paper's point, up to 100 %
     ax.legend(fontsize=7, loc="lower right" if not (~pos).any() else "center right")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 
 # %% ../nbs/14_evaluate.ipynb #f2bd7747
-def zoom_box(gt:np.ndarray, # (H,W) bool ground truth
-             pred:np.ndarray, # (H,W) bool prediction
-             size:int=24, # side of the square crop in pixels
-            ) -> tuple[int, int, int, int]: # (row0, col0, row1, col1), inside the image
+def zoom_box(
+    gt: np.ndarray,  # (H,W) bool ground truth
+    pred: np.ndarray,  # (H,W) bool prediction
+    size: int = 24,  # side of the square crop in pixels
+) -> tuple[int, int, int, int]:  # (row0, col0, row1, col1), inside the image
     "A size x size box around the largest target's centroid (else the largest predicted blob, else the centre)."
     H, W = gt.shape
     blobs = regionprops(label(gt, connectivity=2)) or regionprops(label(pred, connectivity=2))
@@ -139,13 +171,19 @@ def zoom_box(gt:np.ndarray, # (H,W) bool ground truth
 def overlay_legend() -> list:
     "Legend patches with the colours `overlay` uses: prediction only, ground truth only, both."
     rgb = overlay(np.zeros((1, 3)), np.array([[True, False, True]]), np.array([[False, True, True]]))[0]
-    return [Patch(color=rgb[0], label="prediction only (false alarm)"), Patch(color=rgb[1], label="ground truth only (missed)"),
-            Patch(color=rgb[2], label="both (detected)")]
+    return [
+        Patch(color=rgb[0], label="prediction only (false alarm)"),
+        Patch(color=rgb[1], label="ground truth only (missed)"),
+        Patch(color=rgb[2], label="both (detected)"),
+    ]
 
-def plot_gallery(records:list, # dicts with name, image, gt, prob, iou (fraction)
-                 threshold:float=0.5, k:int=3, # probability cut; best and worst k images
-                 zoom:int=24, # side of the zoomed crop in pixels
-                ) -> Figure:
+
+def plot_gallery(
+    records: list,  # dicts with name, image, gt, prob, iou (fraction)
+    threshold: float = 0.5,
+    k: int = 3,  # probability cut; best and worst k images
+    zoom: int = 24,  # side of the zoomed crop in pixels
+) -> Figure:
     "The k best and k worst images by per-image IoU: image, probability (colorbar), overlay, zoomed overlay."
     order = sorted(range(len(records)), key=lambda i: records[i]["iou"])
     best = order[::-1][:k]
@@ -153,28 +191,37 @@ def plot_gallery(records:list, # dicts with name, image, gt, prob, iou (fraction
     fig = new_figure(11, 2.7 * len(picks) + 0.6)
     axes = fig.subplots(len(picks), 4, squeeze=False)
     for row, (tag, i) in zip(axes, picks):
-        r = records[i]; pred = r["prob"] > threshold
+        r = records[i]
+        pred = r["prob"] > threshold
         ov = overlay(r["image"], pred, r["gt"])
         r0, c0, r1, c1 = zoom_box(r["gt"], pred, zoom)
-        row[0].imshow(r["image"], cmap="gray"); row[0].set_title(f"{tag}: {r['name']}", fontsize=8)
-        im = row[1].imshow(r["prob"], cmap="viridis", vmin=0, vmax=1); row[1].set_title("probability", fontsize=8)
+        row[0].imshow(r["image"], cmap="gray")
+        row[0].set_title(f"{tag}: {r['name']}", fontsize=8)
+        im = row[1].imshow(r["prob"], cmap="viridis", vmin=0, vmax=1)
+        row[1].set_title("probability", fontsize=8)
         fig.colorbar(im, ax=row[1], fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
-        row[2].imshow(ov); row[2].set_title(f"overlay at {threshold:g}, IoU {100 * r['iou']:.1f} %", fontsize=8)
+        row[2].imshow(ov)
+        row[2].set_title(f"overlay at {threshold:g}, IoU {100 * r['iou']:.1f} %", fontsize=8)
         row[2].add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, ec="cyan", lw=1))
         row[3].imshow(ov[r0:r1, c0:c1], interpolation="nearest")
         row[3].set_title(f"zoom {c1 - c0}x{r1 - r0} at ({r0}, {c0})", fontsize=8)
-        for ax in row: ax.set_xticks([]); ax.set_yticks([])
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
     fig.legend(handles=overlay_legend(), loc="upper center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     return fig
 
 # %% ../nbs/14_evaluate.ipynb #1e202773
-def crop_to_image(m:np.ndarray, # (mh, mw) map computed on the padded input
-                  h:int, w:int, # the image's size
-                  padded:tuple, # (H, W) of the padded input
-                 ) -> tuple[np.ndarray, tuple]: # (cropped map, imshow extent in image pixels)
+def crop_to_image(
+    m: np.ndarray,  # (mh, mw) map computed on the padded input
+    h: int,
+    w: int,  # the image's size
+    padded: tuple,  # (H, W) of the padded input
+) -> tuple[np.ndarray, tuple]:  # (cropped map, imshow extent in image pixels)
     "The cells of `m` that cover the h x w image, and where they lie in image pixels."
-    H, W = padded; mh, mw = m.shape
+    H, W = padded
+    mh, mw = m.shape
     sh, sw = math.ceil(h * mh / H), math.ceil(w * mw / W)
     return m[:sh, :sw], (-0.5, sw * W / mw - 0.5, sh * H / mh - 0.5, -0.5)
 
@@ -186,14 +233,27 @@ def _attention_maps(att) -> list:
     for k, v in items:
         if isinstance(v, (list, tuple)):
             out += [(f"{k}[{j}]", t) for j, t in enumerate(v)]
-        else: out.append((str(k), v))
-    return [(k, v.detach().float().cpu().reshape(v.shape[-2], v.shape[-1]).numpy() if v.dim() >= 2 and v.numel() == v.shape[-1] * v.shape[-2]
-             else v.detach().float().cpu()[0].reshape(-1, v.shape[-1]).numpy()) for k, v in out if torch.is_tensor(v) and v.dim() >= 2]
+        else:
+            out.append((str(k), v))
+    return [
+        (
+            k,
+            v.detach().float().cpu().reshape(v.shape[-2], v.shape[-1]).numpy()
+            if v.dim() >= 2 and v.numel() == v.shape[-1] * v.shape[-2]
+            else v.detach().float().cpu()[0].reshape(-1, v.shape[-1]).numpy(),
+        )
+        for k, v in out
+        if torch.is_tensor(v) and v.dim() >= 2
+    ]
+
 
 @torch.no_grad()
-def plot_attention(net, ds, # eval-mode DGSPNet; a test-mode `IRSTDDataset`
-                   indices:list, # test images to show (those with targets)
-                   device="cpu") -> tuple[Figure, int]:
+def plot_attention(
+    net,
+    ds,  # eval-mode DGSPNet; a test-mode `IRSTDDataset`
+    indices: list,  # test images to show (those with targets)
+    device="cpu",
+) -> tuple[Figure, int]:
     "TGSA maps (Eq. 8) over their test images, padding cropped away, one colorbar each; returns (figure, maps per image)."
     rows = []
     for i in indices:
@@ -204,25 +264,34 @@ def plot_attention(net, ds, # eval-mode DGSPNet; a test-mode `IRSTDDataset`
         rows.append((item, _attention_maps(out[1] if isinstance(out, tuple) else {}), h, w, tuple(x.shape[-2:])))
     n = max([len(r[1]) for r in rows] + [0])
     if n == 0:  # still a figure (a pipeline out): say why it is empty
-        fig = new_figure(4, 1); ax = fig.add_subplot(); ax.axis("off")
-        ax.text(0.5, 0.5, "no TGSA maps (TGSA off, or no test image with targets)", ha="center", va="center", fontsize=8)
+        fig = new_figure(4, 1)
+        ax = fig.add_subplot()
+        ax.axis("off")
+        ax.text(
+            0.5, 0.5, "no TGSA maps (TGSA off, or no test image with targets)", ha="center", va="center", fontsize=8
+        )
         return fig, 0
     fig = new_figure(2.9 * (n + 1), 2.5 * len(rows))
     axes = fig.subplots(len(rows), n + 1, squeeze=False)
     for row, (item, maps, h, w, padded) in zip(axes, rows):
         img = item["image"][0, :h, :w].numpy()
-        row[0].imshow(img, cmap="gray"); row[0].contour(item["mask"][0, :h, :w].numpy(), levels=[0.5], colors="lime", linewidths=0.7)
+        row[0].imshow(img, cmap="gray")
+        row[0].contour(item["mask"][0, :h, :w].numpy(), levels=[0.5], colors="lime", linewidths=0.7)
         row[0].set_title(f"{item['name']} (target outlined)", fontsize=8)
         for ax, (k, m) in zip(row[1:], maps):
             crop, extent = crop_to_image(m, h, w, padded)
             ax.imshow(img, cmap="gray")
             im = ax.imshow(crop, cmap="inferno", alpha=0.6, extent=extent, interpolation="nearest")
-            ax.set_xlim(-0.5, w - 0.5); ax.set_ylim(h - 0.5, -0.5)
+            ax.set_xlim(-0.5, w - 0.5)
+            ax.set_ylim(h - 0.5, -0.5)
             ax.set_title(f"TGSA {k} ({m.shape[0]}x{m.shape[1]})", fontsize=8)
             cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, format=FuncFormatter(lambda v, _: f"{v:.4g}"))
             cb.ax.tick_params(labelsize=6)
-        for ax in row: ax.set_xticks([]); ax.set_yticks([])
-        for ax in row[1 + len(maps):]: ax.axis("off")
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in row[1 + len(maps) :]:
+            ax.axis("off")
     fig.tight_layout()
     return fig, n
 
@@ -237,65 +306,83 @@ def read_tsv(path) -> tuple[list, list]:
     s, v = head.index("step"), head.index(Path(path).stem)
     return [int(r[s]) for r in rows], [float(r[v]) for r in rows]
 
-def plot_training_curves(live_dir, # dvclive folder of the train stage (results/train)
-                        ) -> Figure|None:
+
+def plot_training_curves(
+    live_dir,  # dvclive folder of the train stage (results/train)
+) -> Figure | None:
     "Training losses and test metrics (paper units) over epochs from a dvclive folder; None when it has no TSVs."
-    root = Path(live_dir)/"plots"/"metrics"
-    train = sorted((root/"train").glob("*.tsv")); test = sorted((root/"test").glob("*.tsv"))
-    fa = [p for p in test if p.stem in ("Fa", "Fa_1e-6")]; test = [p for p in test if p not in fa]
+    root = Path(live_dir) / "plots" / "metrics"
+    train = sorted((root / "train").glob("*.tsv"))
+    test = sorted((root / "test").glob("*.tsv"))
+    fa = [p for p in test if p.stem in ("Fa", "Fa_1e-6")]
+    test = [p for p in test if p not in fa]
     panels = [(t, ps) for t, ps in (("training loss", train), ("test metrics (%)", test), ("test Fa (1e-6)", fa)) if ps]
-    if not panels: return None
+    if not panels:
+        return None
     fig = new_figure(4.3 * len(panels), 3.3)
     for ax, (title, ps) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         for p in ps:
             x, y = read_tsv(p)
             name, f = PAPER_UNITS.get(p.stem, (p.stem, 1.0))
             ax.plot(x, [f * v for v in y], marker=".", label=name)
-        ax.set_title(title, fontsize=9); ax.set_xlabel("epoch"); ax.legend(fontsize=7); ax.grid(alpha=0.3)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 # %% ../nbs/14_evaluate.ipynb #9d5ac2ef
-def target_free_summary(records:list, # dicts with gt (bool) and iou (fraction), one per test frame
-                        empty_iou:float=0.0, # what the metrics counted for a frame with no target and no prediction
-                       ) -> dict:
+def target_free_summary(
+    records: list,  # dicts with gt (bool) and iou (fraction), one per test frame
+    empty_iou: float = 0.0,  # what the metrics counted for a frame with no target and no prediction
+) -> dict:
     "Target-free frames and nIoU over the frames with targets (%), for the report."
     free = [r for r in records if not r["gt"].any()]
     withs = [r["iou"] for r in records if r["gt"].any()]
-    return dict(n_test=len(records), n_target_free=len(free),
-                n_target_free_with_prediction=sum(bool((r["prob"] > r["threshold"]).any()) for r in free),
-                nIoU_with_targets_pct=100 * float(np.mean(withs)) if withs else float("nan"),
-                empty_iou=float(empty_iou))
+    return dict(
+        n_test=len(records),
+        n_target_free=len(free),
+        n_target_free_with_prediction=sum(bool((r["prob"] > r["threshold"]).any()) for r in free),
+        nIoU_with_targets_pct=100 * float(np.mean(withs)) if withs else float("nan"),
+        empty_iou=float(empty_iou),
+    )
 
 # %% ../nbs/14_evaluate.ipynb #ec21b0f5
-def write_csv(path, # the file (overwritten)
-              fields, # the column names, in order: the header line
-              rows, # each a mapping keyed by `fields` or a sequence in their order
-             ):
+def write_csv(
+    path,  # the file (overwritten)
+    fields,  # the column names, in order: the header line
+    rows,  # each a mapping keyed by `fields` or a sequence in their order
+):
     "Write a CSV file with a header line: the one CSV writer of dgspnet."
     with open(path, "w", newline="") as f:
         seq, keyed = csv.writer(f), csv.DictWriter(f, fieldnames=fields)
         seq.writerow(fields)
-        for r in rows: (keyed if isinstance(r, Mapping) else seq).writerow(r)
+        for r in rows:
+            (keyed if isinstance(r, Mapping) else seq).writerow(r)
 
 # %% ../nbs/14_evaluate.ipynb #37b1d558
-def _progress(i:int, n:int, t0:float):
+def _progress(i: int, n: int, t0: float):
     "One line on stderr every tenth of the split (a log file gets lines, not a progress bar)."
     if i == n or i % max(1, n // 10) == 0:
         print(f"evaluate: {i}/{n} test images ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
 
 # %% ../nbs/14_evaluate.ipynb #19c72b7e
-def evaluate(checkpoint, # model.pt from the train stage
-             manifest, # manifest.json of the dataset to score (its test split)
-             out_dir="results/evaluate", # where the metrics and figures go
-             settings:EvaluateCfg|None=None, # threshold, curve points, figures (None: the checkpoint's `evaluate` group)
-             device="cpu", threads:int|None=None,
-             progress:bool=True, # a line on stderr every tenth of the test split
-             normalization:str="model", # the checkpoint's training statistics, or "dataset": the manifest's
-            ) -> dict:
+def evaluate(
+    checkpoint,  # model.pt from the train stage
+    manifest,  # manifest.json of the dataset to score (its test split)
+    out_dir="results/evaluate",  # where the metrics and figures go
+    settings: EvaluateCfg | None = None,  # threshold, curve points, figures (None: the checkpoint's `evaluate` group)
+    device="cpu",
+    threads: int | None = None,
+    progress: bool = True,  # a line on stderr every tenth of the test split
+    normalization: str = "model",  # the checkpoint's training statistics, or "dataset": the manifest's
+) -> dict:
     "Score `checkpoint` on the test split of `manifest`; write metrics.json, details.json, CSVs and figures; return the metrics."
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    if threads: set_threads(threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        set_threads(threads)
     device = pick_device(device)
     trained = load_trained(checkpoint, device)
     net, cfg = to_channels_last(trained.net), trained.config
@@ -308,67 +395,98 @@ def evaluate(checkpoint, # model.pt from the train stage
         h, w = prob.shape
         gt = item["mask"][0, :h, :w].numpy() > 0.5
         met.update(prob, gt)
-        records.append(dict(name=item["name"], image=item["image"][0, :h, :w].numpy(), gt=gt, prob=prob,
-                            iou=met.image_iou[-1], threshold=ev.threshold))
-        if progress: _progress(len(records), len(ds), t0)
+        records.append(
+            dict(
+                name=item["name"],
+                image=item["image"][0, :h, :w].numpy(),
+                gt=gt,
+                prob=prob,
+                iou=met.image_iou[-1],
+                threshold=ev.threshold,
+            )
+        )
+        if progress:
+            _progress(len(records), len(ds), t0)
     dataset = dataset_name(manifest)
-    metrics = dict(**{k: round(v, 2) for k, v in in_paper_units(met.compute()).items()},  # the paper's precision
-                   n_trainable=int(trained.param_counts["trainable"]),
-                   text_tower_random=trained.text_tower_random, dataset=dataset)
-    (out/"metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    details = dict(threshold=ev.threshold, normalization=dict(rule=normalization, **ds.stats),
-                   **target_free_summary(records, met.empty_iou), n_targets=met.counts["targets"],
-                   params_frozen=int(trained.param_counts["frozen"]),
-                   clip_weights=cfg.model.clip_weights, pretrain_epochs=int(cfg.pretrain.epochs), train_epochs=int(cfg.train.epochs),
-                   train_lr=cfg.train.lr, crop=cfg.data.crop, batch_size=cfg.train.batch_size, widths=list(cfg.model.widths))
-    (out/"details.json").write_text(json.dumps(details, indent=2) + "\n")
+    metrics = dict(
+        **{k: round(v, 2) for k, v in in_paper_units(met.compute()).items()},  # the paper's precision
+        n_trainable=int(trained.param_counts["trainable"]),
+        text_tower_random=trained.text_tower_random,
+        dataset=dataset,
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    details = dict(
+        threshold=ev.threshold,
+        normalization=dict(rule=normalization, **ds.stats),
+        **target_free_summary(records, met.empty_iou),
+        n_targets=met.counts["targets"],
+        params_frozen=int(trained.param_counts["frozen"]),
+        clip_weights=cfg.model.clip_weights,
+        pretrain_epochs=int(cfg.pretrain.epochs),
+        train_epochs=int(cfg.train.epochs),
+        train_lr=cfg.train.lr,
+        crop=cfg.data.crop,
+        batch_size=cfg.train.batch_size,
+        widths=list(cfg.model.widths),
+    )
+    (out / "details.json").write_text(json.dumps(details, indent=2) + "\n")
     thr = np.round(np.linspace(0, 1, ev.curve_points + 2)[1:-1], 4)
     curve = pd_fa_curve([r["prob"] for r in records], [r["gt"] for r in records], thr)
     pct = in_paper_units(dict(Pd=1.0, Fa=1.0))
-    write_csv(out/"pdfa.csv", ["threshold", "Pd_pct", "Fa_1e-6"],
-              zip(curve["threshold"], (pct["Pd_pct"] * v for v in curve["Pd"]),
-                  (pct["Fa_1e-6"] * v for v in curve["Fa"])))
-    write_csv(out/"per_image.csv", ["name", "IoU_pct"], ((r["name"], 100 * r["iou"]) for r in records))
+    write_csv(
+        out / "pdfa.csv",
+        ["threshold", "Pd_pct", "Fa_1e-6"],
+        zip(curve["threshold"], (pct["Pd_pct"] * v for v in curve["Pd"]), (pct["Fa_1e-6"] * v for v in curve["Fa"])),
+    )
+    write_csv(out / "per_image.csv", ["name", "IoU_pct"], ((r["name"], 100 * r["iou"]) for r in records))
     title = f"Pd-Fa, {dataset} test ({len(records)} images)"
     label = "random text tower" if trained.text_tower_random else "this model"
-    save_png(plot_pd_fa(curve, dataset, label, title), out/"pdfa.png", 100)
-    save_png(plot_gallery(records, ev.threshold, ev.gallery), out/"gallery.png", 90)
-    with_targets = [i for i, r in enumerate(records) if r["gt"].any()][:ev.attention_images]
-    save_png(plot_attention(net, ds, with_targets, device)[0], out/"attention.png", 90)
+    save_png(plot_pd_fa(curve, dataset, label, title), out / "pdfa.png", 100)
+    save_png(plot_gallery(records, ev.threshold, ev.gallery), out / "gallery.png", 90)
+    with_targets = [i for i, r in enumerate(records) if r["gt"].any()][: ev.attention_images]
+    save_png(plot_attention(net, ds, with_targets, device)[0], out / "attention.png", 90)
     write_token_words(trained, manifest, out)
     return metrics
 
-def write_token_words(trained, manifest, out:Path, k:int=5):
+
+def write_token_words(trained, manifest, out: Path, k: int = 5):
     "tokens.md (the nearest CLIP words of each fine token, overall and per scene; `dgspnet.tokens`) and tokens.png."
     if trained.net.inversion is None:
         msg = "No fine tokens in this model (model.n_fine_tokens: 0, or no language branch): nothing to name."
-        (out/"tokens.md").write_text(msg + "\n")
-        fig = Figure(figsize=(6, 0.6)); fig.text(0.5, 0.5, msg, ha="center", va="center", fontsize=8)
-        save_png(fig, out/"tokens.png", 90)
+        (out / "tokens.md").write_text(msg + "\n")
+        fig = Figure(figsize=(6, 0.6))
+        fig.text(0.5, 0.5, msg, ha="center", va="center", fontsize=8)
+        save_png(fig, out / "tokens.png", 90)
         return
     tw = token_words(trained, manifest, k=k)
     tables = [tw.overall.to_markdown()] + ([tw.per_scene.to_markdown()] if tw.per_scene is not None else [])
-    (out/"tokens.md").write_text(tw.note + "\n\n" + "\n\n".join(tables) + "\n")
-    save_png(plot_token_words(tw), out/"tokens.png", 90)
+    (out / "tokens.md").write_text(tw.note + "\n\n" + "\n\n".join(tables) + "\n")
+    save_png(plot_token_words(tw), out / "tokens.png", 90)
 
 # %% ../nbs/14_evaluate.ipynb #06fa3b7d
 RUN_TIMES = ("start_time", "end_time", "duration")  # papermill's per-notebook and per-cell timing keys
 
-def strip_run_metadata(nb:dict) -> dict:
+
+def strip_run_metadata(nb: dict) -> dict:
     "`nb` (an executed notebook, changed in place) without the times, durations and random ids of its execution."
-    for k in RUN_TIMES: nb["metadata"].get("papermill", {}).pop(k, None)
+    for k in RUN_TIMES:
+        nb["metadata"].get("papermill", {}).pop(k, None)
     for c in nb["cells"]:
         c["metadata"].pop("execution", None)
-        for k in RUN_TIMES: c["metadata"].get("papermill", {}).pop(k, None)
-        if "injected-parameters" in c["metadata"].get("tags", []): c["id"] = "injected-parameters"
+        for k in RUN_TIMES:
+            c["metadata"].get("papermill", {}).pop(k, None)
+        if "injected-parameters" in c["metadata"].get("tags", []):
+            c["id"] = "injected-parameters"
     return nb
 
 # %% ../nbs/14_evaluate.ipynb #293857f3
-def render_report(template, # the report notebook, e.g. nbs/reports/evaluate.ipynb
-                  report, # where the executed notebook goes
-                  **parameters, # papermill parameters of the template
-                 ):
+def render_report(
+    template,  # the report notebook, e.g. nbs/reports/evaluate.ipynb
+    report,  # where the executed notebook goes
+    **parameters,  # papermill parameters of the template
+):
     "Execute `template` with papermill into `report`, without run metadata: the same inputs give the same bytes."
     import nbformat, papermill  # the report kernel imports this module: keep its import light
+
     nb = papermill.execute_notebook(str(template), str(report), parameters=parameters, progress_bar=False)
     nbformat.write(strip_run_metadata(nb), str(report))

@@ -21,98 +21,126 @@ __all__ = ['DESCRIPTION', 'METRICS_FILE', 'METRIC_KEYS', 'SEED_NAME', 'TABLE2_DA
 # %% ../nbs/16_experiments.ipynb #e67acbf5
 DESCRIPTION = "description"  # the one key of a preset that is not a `group.key` override (shown by --list)
 
+
 def _read_presets(path) -> dict:
     "Preset name -> its mapping as written (overrides + description); `ConfigError` naming the file when malformed."
     p = Path(path)
-    if not p.is_file(): raise ConfigError(f"{p}: presets file not found (run dgspnet_exp in the repository root, or pass --file)")
-    try: d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e: raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not p.is_file():
+        raise ConfigError(f"{p}: presets file not found (run dgspnet_exp in the repository root, or pass --file)")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
     presets = d.get("presets", d)
     for name, ov in presets.items():
-        if not isinstance(ov, dict): raise ConfigError(f"{p}: preset {name!r}: expected a mapping of group.key: value")
+        if not isinstance(ov, dict):
+            raise ConfigError(f"{p}: preset {name!r}: expected a mapping of group.key: value")
         if not str(ov.get(DESCRIPTION) or "").strip():
             raise ConfigError(f"{p}: preset {name!r} has no `{DESCRIPTION}:` line (dgspnet_exp --list shows it)")
     return presets
 
+
 def load_presets(path="configs/experiments.yaml") -> dict:
     "Preset name -> dict of `group.key: value` overrides (the description left out)."
     return {n: {k: v for k, v in ov.items() if k != DESCRIPTION} for n, ov in _read_presets(path).items()}
+
 
 def preset_descriptions(path="configs/experiments.yaml") -> dict:
     "Preset name -> its one-line description."
     return {n: " ".join(str(ov[DESCRIPTION]).split()) for n, ov in _read_presets(path).items()}
 
 # %% ../nbs/16_experiments.ipynb #e2e2bc0d
-def dvc_reads(arg:str):
+def dvc_reads(arg: str):
     "DVC's reading of one `-S` word (`dvc.utils.hydra.to_hydra_overrides`): a Hydra `Override`, None if it is none."
-    try: from dvc.utils.hydra import to_hydra_overrides
-    except ImportError: raise UserError("DVC is not installed here (pip install dvc): it runs experiments") from None
+    try:
+        from dvc.utils.hydra import to_hydra_overrides
+    except ImportError:
+        raise UserError("DVC is not installed here (pip install dvc): it runs experiments") from None
     from hydra.errors import OverrideParseException
-    try: return to_hydra_overrides([arg])[0]
-    except OverrideParseException: return None
 
-def parse_set(s:str) -> tuple:
+    try:
+        return to_hydra_overrides([arg])[0]
+    except OverrideParseException:
+        return None
+
+
+def parse_set(s: str) -> tuple:
     "`'train.lr=1e-5'` -> `('train.lr', 1e-05)`: the value DVC reads where that is one value, else the text as written."
     key, eq, text = s.partition("=")
     keys = key.strip().split(".")
     if not eq or len(keys) < 2 or not all(keys):
         raise ConfigError(f"--set {s!r}: expected group.key=value, e.g. train.epochs=20")
     o = dvc_reads(f"{key.strip()}={text}")
-    if o is not None and not o.is_sweep_override(): return ".".join(keys), o.value()
+    if o is not None and not o.is_sweep_override():
+        return ".".join(keys), o.value()
     if text.lstrip().startswith(("[", "{", "'", '"')):
-        raise ConfigError(f"--set {s!r}: a list, mapping or quoted value that DVC's grammar cannot read "
-                          "(check its brackets and quotes)")
+        raise ConfigError(
+            f"--set {s!r}: a list, mapping or quoted value that DVC's grammar cannot read "
+            "(check its brackets and quotes)"
+        )
     return ".".join(keys), text
+
 
 def merge_overrides(*layers) -> dict:
     "One `key -> value` dict from layers of overrides (dicts or `(key, value)` pairs): a later key wins, each key once."
     out = {}
     for layer in layers:
-        for k, v in (layer.items() if isinstance(layer, dict) else layer):
+        for k, v in layer.items() if isinstance(layer, dict) else layer:
             out.pop(k, None)  # moved to the end: the command lists keys in the order they were applied
             out[k] = v
     return out
 
 # %% ../nbs/16_experiments.ipynb #67ccedbc
-def _quote(s:str) -> str:
+def _quote(s: str) -> str:
     "`s` as a single-quoted Hydra string: backslashes before a quote or the end doubled, quotes escaped, `${` literal."
     s = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), s)
     return "'" + s.replace("${", "\\${") + "'"
 
+
 def _fmt(v) -> str:
     "`v` in the grammar of `dvc exp run -S` (Hydra's overrides): text quoted unless the bare word reads the same."
-    if isinstance(v, bool): return "true" if v else "false"
-    if v is None: return "null"
-    if isinstance(v, (list, tuple)): return "[" + ",".join(_fmt(x) for x in v) + "]"
-    if isinstance(v, dict): return "{" + ",".join(f"{k}:{_fmt(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{_fmt(x)}" for k, x in v.items()) + "}"
     if isinstance(v, str):
         o = dvc_reads(f"k={v}")
         bare = v and "${" not in v and o is not None and not o.is_sweep_override() and o.value() == v
         return v if bare else _quote(v)
     return str(v)
 
-def exp_command(name:str, # experiment name (`-n`): the preset's name
-                overrides:dict, # merged `group.key -> value`
-                queue:bool=False, # add `--queue`
-               ) -> list:
+
+def exp_command(
+    name: str,  # experiment name (`-n`): the preset's name
+    overrides: dict,  # merged `group.key -> value`
+    queue: bool = False,  # add `--queue`
+) -> list:
     "`dvc exp run` argv for one preset."
     cmd = ["dvc", "exp", "run"] + (["--queue"] if queue else []) + ["-n", name]
-    for k, v in overrides.items(): cmd += ["-S", f"{k}={_fmt(v)}"]
+    for k, v in overrides.items():
+        cmd += ["-S", f"{k}={_fmt(v)}"]
     return cmd
 
 # %% ../nbs/16_experiments.ipynb #6d50efb2
 class StartError(ConfigError):
     "A preset that cannot start (bad key, no dataset, no CLIP weights); nothing has been written."
 
-def check_preset(overrides:dict, base:dict|None=None):
+
+def check_preset(overrides: dict, base: dict | None = None):
     "The `Config` that setting `overrides` (values, not text) in params dict `base` gives; `ConfigError` if invalid."
     d = copy.deepcopy(base or {})
     for key, v in overrides.items():
         *groups, last = key.split(".")
         node = d
-        for g in groups: node = node.setdefault(g, {})
+        for g in groups:
+            node = node.setdefault(g, {})
         node[last] = v
     return config_from_dict(d)
+
 
 def stage_outputs(dvc_yaml="dvc.yaml") -> set:
     "Paths the stages of `dvc_yaml` write (as written there)."
@@ -121,22 +149,31 @@ def stage_outputs(dvc_yaml="dvc.yaml") -> set:
     return {next(iter(o)) if isinstance(o, dict) else o for s in stages.values() for o in s.get("outs", [])}
 
 # %% ../nbs/16_experiments.ipynb #fd73a55d
-def check_start(name:str, # preset name (for the messages)
-                overrides:dict, # merged overrides
-                base:dict, # params.yaml as a dict
-                where="configs/experiments.yaml", # the presets file (for the messages)
-                root=".", # repository root: data.source is relative to it
-               ) -> dict:
+def check_start(
+    name: str,  # preset name (for the messages)
+    overrides: dict,  # merged overrides
+    base: dict,  # params.yaml as a dict
+    where="configs/experiments.yaml",  # the presets file (for the messages)
+    root=".",  # repository root: data.source is relative to it
+) -> dict:
     "The overrides ready to run, after the checks above; `StartError` (one line, naming `where`) if one fails."
-    def fail(msg): return StartError(f"{where}: preset {name!r}: {msg}")
-    try: cfg = check_preset(overrides, base)
-    except ConfigError as e: raise fail(e) from None
+
+    def fail(msg):
+        return StartError(f"{where}: preset {name!r}: {msg}")
+
+    try:
+        cfg = check_preset(overrides, base)
+    except ConfigError as e:
+        raise fail(e) from None
     out, root = dict(overrides), Path(root)
     src = cfg.data.source
-    if src not in stage_outputs(root/"dvc.yaml"):
+    if src not in stage_outputs(root / "dvc.yaml"):
         from dgspnet.data import DatasetError, parse_splits, resolve_layout
-        try: found = resolve_layout(root/src, parse_splits(cfg.data.splits)).root
-        except ConfigError as e: raise fail(e) from None
+
+        try:
+            found = resolve_layout(root / src, parse_splits(cfg.data.splits)).root
+        except ConfigError as e:
+            raise fail(e) from None
         except DatasetError as e:
             lists = f" with data.splits={cfg.data.splits}" if cfg.data.splits else ""
             why = f"{str(e).splitlines()[0]}{lists} (README, 'Datasets': put it under data/<NAME>)"
@@ -148,21 +185,27 @@ def check_start(name:str, # preset name (for the messages)
     m = cfg.model
     if (m.tgca or m.cross_attn or m.tgsa) and not cfg.text_tower_random:
         from dgspnet.text import ClipWeightsMissing, clip_weights_file
-        try: clip_weights_file(m.clip_weights)
+
+        try:
+            clip_weights_file(m.clip_weights)
         except ClipWeightsMissing as e:
-            raise fail(f"model.clip_weights={m.clip_weights!r}: {str(e).splitlines()[0]} (README: 'CLIP weights'; "
-                       "`--set model.clip_weights=none` runs with a RANDOM text tower)") from None
+            raise fail(
+                f"model.clip_weights={m.clip_weights!r}: {str(e).splitlines()[0]} (README: 'CLIP weights'; "
+                "`--set model.clip_weights=none` runs with a RANDOM text tower)"
+            ) from None
     return out
 
 # %% ../nbs/16_experiments.ipynb #0cb7981f
-def run_restoring(cmd:list, # the command (a `dvc exp run`)
-                  params="params.yaml", # the file to restore if `cmd` fails
-                 ) -> int:
+def run_restoring(
+    cmd: list,  # the command (a `dvc exp run`)
+    params="params.yaml",  # the file to restore if `cmd` fails
+) -> int:
     "Run `cmd`; if it fails or is interrupted, restore `params` byte for byte. Returns the exit status."
     p = Path(params)
     before, ok = (p.read_bytes() if p.exists() else None), False
     try:
-        rc = subprocess.call(cmd); ok = rc == 0
+        rc = subprocess.call(cmd)
+        ok = rc == 0
         return rc
     finally:
         if not ok and before is not None and (not p.exists() or p.read_bytes() != before):
@@ -170,34 +213,42 @@ def run_restoring(cmd:list, # the command (a `dvc exp run`)
             print(f"{p}: restored to what it was before `{' '.join(cmd[:3])}` (it failed)", file=sys.stderr)
 
 # %% ../nbs/16_experiments.ipynb #1fe78dac
-def _lookup(d:dict, key:str):
+def _lookup(d: dict, key: str):
     "The value of `group.key` in nested dict `d`; KeyError when absent."
     for k in key.split("."):
-        if not isinstance(d, dict) or k not in d: raise KeyError(key)
+        if not isinstance(d, dict) or k not in d:
+            raise KeyError(key)
         d = d[k]
     return d
 
-def dvc_check(cmd:list, # a `dvc exp run` argv (`exp_command`)
-              overrides:dict, # what its `-S` words mean
-              params="params.yaml", # the file they apply to (only read)
-             ):
+
+def dvc_check(
+    cmd: list,  # a `dvc exp run` argv (`exp_command`)
+    overrides: dict,  # what its `-S` words mean
+    params="params.yaml",  # the file they apply to (only read)
+):
     "DVC's own `apply_overrides` on a copy of `params`; `ConfigError` unless each key reads back as its value."
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.hydra import apply_overrides as dvc_apply
+
     base = read_yaml(Path(params).read_text()) or {}
     words = [w for i, w in enumerate(cmd) if i and cmd[i - 1] == "-S"]
     for w in words:
         k = w.split("=", 1)[0]
-        try: _lookup(base, k)
-        except KeyError: raise ConfigError(f"{k}: not in {params}, so `dvc exp run -S` cannot set it "
-                                           f"(add it to {params} with its default)") from None
+        try:
+            _lookup(base, k)
+        except KeyError:
+            raise ConfigError(
+                f"{k}: not in {params}, so `dvc exp run -S` cannot set it (add it to {params} with its default)"
+            ) from None
         o = dvc_reads(w)
         if o is None or o.is_sweep_override():
             raise ConfigError(f"-S {w}: DVC would read {'a sweep' if o else 'no value'}")
     with tempfile.TemporaryDirectory() as d:
-        copy = Path(d)/"params.yaml"
+        copy = Path(d) / "params.yaml"
         shutil.copyfile(params, copy)
-        try: dvc_apply(copy, words)
+        try:
+            dvc_apply(copy, words)
         except InvalidArgumentError as e:
             raise ConfigError(f"DVC refuses {' '.join(words)}: {str(e.__cause__ or e).splitlines()[0]}") from None
         back = read_yaml(copy.read_text())
@@ -205,31 +256,38 @@ def dvc_check(cmd:list, # a `dvc exp run` argv (`exp_command`)
         k = w.split("=", 1)[0]
         got, want = _lookup(back, k), overrides[k]
         if got != want or isinstance(got, bool) != isinstance(want, bool):  # True == 1 in Python, not in params
-            raise ConfigError(f"{k}={want!r}: DVC would write it into {params} so that it reads back as {got!r} "
-                              f"(-S {w})")
+            raise ConfigError(
+                f"{k}={want!r}: DVC would write it into {params} so that it reads back as {got!r} (-S {w})"
+            )
 
 # %% ../nbs/16_experiments.ipynb #da5a1554
-def _json(path:Path) -> dict:
+def _json(path: Path) -> dict:
     "A JSON file DVC keeps in `.dvc/tmp` as a dict; {} while it is absent or half written."
-    try: return json.loads(path.read_text()) or {}
-    except (OSError, ValueError): return {}
+    try:
+        return json.loads(path.read_text()) or {}
+    except (OSError, ValueError):
+        return {}
 
-def workspace_busy(root=".") -> str|None:
+
+def workspace_busy(root=".") -> str | None:
     "What holds the DVC workspace at `root` (a live DVC process, as DVC marks it), or None when it is free."
     import psutil, zc.lockfile
-    tmp = Path(root)/".dvc"/"tmp"
-    if (tmp/"lock").is_file():
-        try: zc.lockfile.LockFile(str(tmp/"lock")).close()
+
+    tmp = Path(root) / ".dvc" / "tmp"
+    if (tmp / "lock").is_file():
+        try:
+            zc.lockfile.LockFile(str(tmp / "lock")).close()
         except zc.lockfile.LockError:  # its holder wrote its pid into it
-            return f"pid {(tmp/'lock').read_text().strip()} holds the repository lock {tmp/'lock'}"
-    run = tmp/"exps"/"run"/"workspace"/"workspace.json"
+            return f"pid {(tmp / 'lock').read_text().strip()} holds the repository lock {tmp / 'lock'}"
+    run = tmp / "exps" / "run" / "workspace" / "workspace.json"
     info = _json(run)
     if info.get("returncode") is None and psutil.pid_exists(info.get("pid") or 0):
         return f"pid {info['pid']} runs an experiment in this workspace ({run})"
-    rw = _json(tmp/"rwlock")
+    rw = _json(tmp / "rwlock")
     users = list((rw.get("write") or {}).values()) + [i for v in (rw.get("read") or {}).values() for i in v]
     for u in users:
-        if psutil.pid_exists(u.get("pid") or 0): return f"pid {u['pid']} runs a stage: {u.get('cmd')} ({tmp/'rwlock'})"
+        if psutil.pid_exists(u.get("pid") or 0):
+            return f"pid {u['pid']} runs a stage: {u.get('cmd')} ({tmp / 'rwlock'})"
     return None
 
 # %% ../nbs/16_experiments.ipynb #6a65e19b
@@ -241,37 +299,48 @@ METRIC_KEYS = {"IoU": "IoU_pct", "nIoU": "nIoU_pct", "Pd": "Pd_pct", "Fa": "Fa_1
 @dataclass
 class ExpRun:
     "One DVC experiment as `dvc exp show --json` reports it."
+
     name: str
     status: str  # success | failed | queued | running | ... (the executor's state)
     rev: str
-    timestamp: str|None
+    timestamp: str | None
     params: dict = field(default_factory=dict)  # params.yaml as a nested dict
     metrics: dict = field(default_factory=dict)  # paper column -> value in the paper's unit (empty unless it succeeded)
 
-    def param(self, key:str, default=None):
+    def param(self, key: str, default=None):
         "A `group.key` of the experiment's params."
         node = self.params
         for k in key.split("."):
-            if not isinstance(node, dict) or k not in node: return default
+            if not isinstance(node, dict) or k not in node:
+                return default
             node = node[k]
         return node
 
     @property
-    def dataset(self) -> str: return Path(str(self.param("data.source", ""))).name
+    def dataset(self) -> str:
+        return Path(str(self.param("data.source", ""))).name
 
-def _file_data(section:dict|None, path:str) -> dict:
+
+def _file_data(section: dict | None, path: str) -> dict:
     "The `data` of one file in a `params`/`metrics` section ({} when absent or an error)."
     entry = (section or {}).get(path) or {}
     return entry.get("data") or {} if isinstance(entry, dict) else {}
 
-def _paper_units(m:dict) -> dict:
-    return {col: float(m[k]) for col, k in METRIC_KEYS.items()
-            if isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool)}
 
-def parse_exp_show(show:list, # `dvc exp show --json`, parsed
-                  ) -> list[ExpRun]:
+def _paper_units(m: dict) -> dict:
+    return {
+        col: float(m[k])
+        for col, k in METRIC_KEYS.items()
+        if isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool)
+    }
+
+
+def parse_exp_show(
+    show: list,  # `dvc exp show --json`, parsed
+) -> list[ExpRun]:
     "Every experiment in `dvc exp show --json` output (all baselines), with its status and metrics in the paper's units."
-    if not isinstance(show, list): raise ValueError(f"dvc exp show --json: expected a list of baselines, got {type(show).__name__}")
+    if not isinstance(show, list):
+        raise ValueError(f"dvc exp show --json: expected a list of baselines, got {type(show).__name__}")
     runs = []
     for base in show:
         for exp in (base or {}).get("experiments") or []:
@@ -280,53 +349,74 @@ def parse_exp_show(show:list, # `dvc exp show --json`, parsed
                 data = rev.get("data") or {}
                 status = "failed" if rev.get("error") else (state or "success")
                 mets = _file_data(data.get("metrics"), METRICS_FILE)
-                runs.append(ExpRun(rev.get("name") or exp.get("name") or str(rev.get("rev"))[:7], status, rev.get("rev"),
-                                   data.get("timestamp"), _file_data(data.get("params"), "params.yaml"),
-                                   _paper_units(mets) if status == "success" else {}))
+                runs.append(
+                    ExpRun(
+                        rev.get("name") or exp.get("name") or str(rev.get("rev"))[:7],
+                        status,
+                        rev.get("rev"),
+                        data.get("timestamp"),
+                        _file_data(data.get("params"), "params.yaml"),
+                        _paper_units(mets) if status == "success" else {},
+                    )
+                )
     return runs
 
 # %% ../nbs/16_experiments.ipynb #8464d23a
 SEED_NAME = re.compile(r"(?P<preset>.+)-seed(?P<seed>\d+)")  # one seed of a preset (slurm/table.sh --seeds)
 
-def is_run_of(run:ExpRun, name:str) -> bool:
+
+def is_run_of(run: ExpRun, name: str) -> bool:
     "Whether `run` is an experiment of preset `name`: named `name`, or `name-seedN`."
     m = SEED_NAME.fullmatch(run.name)
     return run.name == name or bool(m and m["preset"] == name)
 
-def mean_over_seeds(runs:list, # `ExpRun`s
-                    name:str, # the preset of a table row
-                    dataset:str, # its dataset folder's name
-                   ) -> ExpRun|None:
+
+def mean_over_seeds(
+    runs: list,  # `ExpRun`s
+    name: str,  # the preset of a table row
+    dataset: str,  # its dataset folder's name
+) -> ExpRun | None:
     "One run holding the mean metrics of the newest successful `name-seedN` of each seed; None without one."
     newest = {}
     for r in runs:
         m = SEED_NAME.fullmatch(r.name)
         if m and m["preset"] == name and r.status == "success" and r.dataset.lower() == dataset.lower():
             s = int(m["seed"])
-            if s not in newest or (r.timestamp or "") > (newest[s].timestamp or ""): newest[s] = r
-    if not newest: return None
+            if s not in newest or (r.timestamp or "") > (newest[s].timestamp or ""):
+                newest[s] = r
+    if not newest:
+        return None
     seeds, last = sorted(newest), max(newest.values(), key=lambda r: r.timestamp or "")
-    metrics = {c: sum(newest[s].metrics[c] for s in seeds) / len(seeds) for c in METRIC_KEYS
-               if all(c in newest[s].metrics for s in seeds)}
-    return ExpRun(f"{name}, mean of seeds {','.join(map(str, seeds))}", "success", last.rev, last.timestamp,
-                  last.params, metrics)
-
+    metrics = {
+        c: sum(newest[s].metrics[c] for s in seeds) / len(seeds)
+        for c in METRIC_KEYS
+        if all(c in newest[s].metrics for s in seeds)
+    }
+    return ExpRun(
+        f"{name}, mean of seeds {','.join(map(str, seeds))}", "success", last.rev, last.timestamp, last.params, metrics
+    )
 
 # %% ../nbs/16_experiments.ipynb #ead74a6f
 TABLE2_DATASETS = ("IRSTD-1K", "NUDT-SIRST")  # the columns of Table 2; Table 3 is IRSTD-1K only
 
-def _pick(runs:list, name:str, dataset:str):
+
+def _pick(runs: list, name: str, dataset: str):
     "The mean over the seeds of `name` on `dataset`, else its newest successful run, else its newest of any status."
     seeded = mean_over_seeds(runs, name, dataset)
-    if seeded: return seeded
+    if seeded:
+        return seeded
     same = [r for r in runs if is_run_of(r, name) and r.dataset.lower() == dataset.lower()]
     ok = [r for r in same if r.status == "success"]
     key = lambda r: r.timestamp or ""
     return max(ok, key=key) if ok else (max(same, key=key) if same else None)
 
-def _row(label:str, run, paper:dict) -> dict:
+
+def _row(label: str, run, paper: dict) -> dict:
     "One table row: ours, paper and difference per metric, the status and what the run was."
-    row = {"row": label, "status": "not run yet" if run is None else ("done" if run.status == "success" else run.status)}
+    row = {
+        "row": label,
+        "status": "not run yet" if run is None else ("done" if run.status == "success" else run.status),
+    }
     done = run is not None and run.status == "success"
     for col in METRIC_KEYS:
         ours = run.metrics.get(col) if done else None
@@ -334,28 +424,39 @@ def _row(label:str, run, paper:dict) -> dict:
         if col in paper:  # the paper reports no nIoU: that column is ours alone
             row[f"{col} paper"] = paper[col]
             row[f"{col} diff"] = ours - paper[col] if ours is not None and paper[col] is not None else None
-    row["text tower"] = None if run is None else ("random" if str(run.param("model.clip_weights")).lower() == "none"
-                                                  else str(run.param("model.clip_weights")))
+    row["text tower"] = (
+        None
+        if run is None
+        else (
+            "random" if str(run.param("model.clip_weights")).lower() == "none" else str(run.param("model.clip_weights"))
+        )
+    )
     row["epochs"] = None if run is None else f"{run.param('pretrain.epochs')} + {run.param('train.epochs')}"
     row["experiment"] = None if run is None else f"{run.name} ({str(run.rev)[:7]})"
     return row
 
 # %% ../nbs/16_experiments.ipynb #f33cba4d
-def ablation_tables(runs:list[ExpRun], # from `parse_exp_show`
-                    paper:dict, # the paper's tables (`dgspnet.config.read_paper_tables`)
-                   ) -> dict:
+def ablation_tables(
+    runs: list[ExpRun],  # from `parse_exp_show`
+    paper: dict,  # the paper's tables (`dgspnet.config.read_paper_tables`)
+) -> dict:
     "{'Table 2, IRSTD-1K': DataFrame, 'Table 2, NUDT-SIRST': ..., 'Table 3, IRSTD-1K': ...}: ours beside the paper's."
     import pandas as pd
+
     out = {}
     t2 = paper["table2_prompt_modules"]
     for ds in TABLE2_DATASETS:
         cols = {c.split(".", 1)[1]: i for i, c in enumerate(t2["columns"]) if c.split(".", 1)[0] == ds}
-        rows = [_row(key, _pick(runs, f"table2-{key}", ds), {c: vals[i] for c, i in cols.items()})
-                for key, vals in t2["rows"].items()]
+        rows = [
+            _row(key, _pick(runs, f"table2-{key}", ds), {c: vals[i] for c, i in cols.items()})
+            for key, vals in t2["rows"].items()
+        ]
         out[f"Table 2, {ds}"] = pd.DataFrame(rows).set_index("row").rename_axis("tgca-crossattn-tgsa")
     t3 = paper["table3_tokens"]
-    rows = [_row(str(n), _pick(runs, f"table3-{n}", "IRSTD-1K"), dict(zip(t3["columns"], r["values"])))
-            for n, r in t3["rows"].items()]
+    rows = [
+        _row(str(n), _pick(runs, f"table3-{n}", "IRSTD-1K"), dict(zip(t3["columns"], r["values"])))
+        for n, r in t3["rows"].items()
+    ]
     out["Table 3, IRSTD-1K"] = pd.DataFrame(rows).set_index("row").rename_axis("fine tokens")
     return out
 
@@ -364,47 +465,78 @@ def markdown_table(df) -> str:
     "A DataFrame as a GitHub markdown table (pandas' `to_markdown`): floats to 2 decimals, '—' for missing."
     return df.astype(object).where(df.notna(), None).to_markdown(floatfmt=".2f", missingval="—")
 
-def exp_show(all_commits:bool=True, # experiments of every commit (`-A`), not only of HEAD
-             cwd=".") -> list:
+
+def exp_show(
+    all_commits: bool = True,  # experiments of every commit (`-A`), not only of HEAD
+    cwd=".",
+) -> list:
     "`dvc exp show --json` of the repository at `cwd`, parsed; `ConfigError` with DVC's message if it fails."
     cmd = ["dvc", "exp", "show", "--json"] + (["-A"] if all_commits else [])
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if r.returncode: raise ConfigError(f"`{' '.join(cmd)}` failed in {Path(cwd).resolve()}: {(r.stderr.strip() or r.stdout.strip()).splitlines()[-1:]}")
-    try: return json.loads(r.stdout)
-    except json.JSONDecodeError as e: raise ConfigError(f"`{' '.join(cmd)}`: output is not JSON ({e})") from None
+    if r.returncode:
+        raise ConfigError(
+            f"`{' '.join(cmd)}` failed in {Path(cwd).resolve()}: {(r.stderr.strip() or r.stdout.strip()).splitlines()[-1:]}"
+        )
+    try:
+        return json.loads(r.stdout)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"`{' '.join(cmd)}`: output is not JSON ({e})") from None
 
 # %% ../nbs/16_experiments.ipynb #80e7056a
-def run_ablation_report(out_dir="results/ablations", # report.ipynb, exp_show.json and tables.md go here
-                        paper_tables=PAPER_TABLES, # the paper's numbers
-                        template="nbs/reports/ablations.ipynb", # the papermill report
-                        exp_show_json:str|None=None, # saved `dvc exp show --json` output (default: run it now)
-                       ) -> Path:
+def run_ablation_report(
+    out_dir="results/ablations",  # report.ipynb, exp_show.json and tables.md go here
+    paper_tables=PAPER_TABLES,  # the paper's numbers
+    template="nbs/reports/ablations.ipynb",  # the papermill report
+    exp_show_json: str | None = None,  # saved `dvc exp show --json` output (default: run it now)
+) -> Path:
     "Execute the ablation report; returns the path of its `tables.md`."
     import papermill as pm
+
     read_paper_tables(paper_tables)  # a missing or malformed file stops here, named
-    if not Path(template).is_file(): raise ConfigError(f"{template}: not found: the report template")
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    if not Path(template).is_file():
+        raise ConfigError(f"{template}: not found: the report template")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     if exp_show_json is None:
-        exp_show_json = out/"exp_show.json"
+        exp_show_json = out / "exp_show.json"
         Path(exp_show_json).write_text(json.dumps(exp_show(), indent=1))
-    pm.execute_notebook(str(template), str(out/"report.ipynb"), progress_bar=False,
-                        parameters=dict(exp_show_json=str(exp_show_json), paper_tables=str(paper_tables), out_dir=str(out)))
-    return out/"tables.md"
+    pm.execute_notebook(
+        str(template),
+        str(out / "report.ipynb"),
+        progress_bar=False,
+        parameters=dict(exp_show_json=str(exp_show_json), paper_tables=str(paper_tables), out_dir=str(out)),
+    )
+    return out / "tables.md"
 
 # %% ../nbs/16_experiments.ipynb #7a15ad07
 def exp_parser() -> argparse.ArgumentParser:
     "The `dgspnet_exp` parser: every flag as `--a-b` and `--a_b`."
-    p = argparse.ArgumentParser(prog="dgspnet_exp", description="Run, queue, list and tabulate the paper's experiment presets.")
+    p = argparse.ArgumentParser(
+        prog="dgspnet_exp", description="Run, queue, list and tabulate the paper's experiment presets."
+    )
     p.add_argument("presets", nargs="*", help="preset names (dgspnet_exp --list shows them)")
+
     def flag(name, **kw):
         p.add_argument(*dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}"]), dest=name, **kw)
+
     flag("list", action="store_true", help="list the presets, one line each")
     flag("queue", action="store_true", help="queue them (dvc exp run --queue); start with dvc queue start")
     flag("dry_run", action="store_true", help="check and print the dvc commands, run nothing")
-    flag("set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="overrides for every preset (win over the preset)")
+    flag(
+        "set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides for every preset (win over the preset)",
+    )
     flag("file", default="configs/experiments.yaml", help="the presets file")
     flag("params", default="params.yaml", help="the params file the presets apply to")
-    flag("table", action="store_true", help="run the ablation report (Tables 2 and 3 beside the paper) and print its tables")
+    flag(
+        "table",
+        action="store_true",
+        help="run the ablation report (Tables 2 and 3 beside the paper) and print its tables",
+    )
     flag("paper_tables", default=PAPER_TABLES, help="the paper's numbers (for --table)")
     flag("out", default="results/ablations", help="where --table writes its report")
     flag("debug", action="store_true", help="show the traceback of an error instead of its one line")
@@ -415,28 +547,39 @@ def _run_presets(a):
     "Check every preset named in the parsed arguments `a`, then run, queue or print each; `UserError` if one cannot."
     known = load_presets(a.file)
     unknown = [p for p in a.presets if p not in known]
-    if unknown: raise UserError(f"unknown preset(s) {unknown} in {a.file}; dgspnet_exp --list shows them")
+    if unknown:
+        raise UserError(f"unknown preset(s) {unknown} in {a.file}; dgspnet_exp --list shows them")
     if not Path(a.params).is_file():
         raise UserError(f"{a.params}: not found (run in the repository root, or pass --params)")
-    try: base = read_yaml(Path(a.params).read_text()) or {}
-    except yaml.YAMLError as e: raise ConfigError(f"{a.params}: not valid YAML ({str(e).splitlines()[0]})") from None
+    try:
+        base = read_yaml(Path(a.params).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{a.params}: not valid YAML ({str(e).splitlines()[0]})") from None
     sets, root, cmds = [parse_set(s) for s in a.set], Path(a.params).parent, []
     for name in a.presets:
         ov = check_start(name, merge_overrides(known[name], sets), base, a.file, root)
         cmds.append(exp_command(name, ov, a.queue))
-        try: dvc_check(cmds[-1], ov, a.params)
-        except ConfigError as e: raise StartError(f"{a.file}: preset {name!r}: {e}") from None
+        try:
+            dvc_check(cmds[-1], ov, a.params)
+        except ConfigError as e:
+            raise StartError(f"{a.file}: preset {name!r}: {e}") from None
     for cmd in cmds:
         who = None if a.queue else workspace_busy(root)
-        if who: raise UserError(f"the DVC workspace {root.resolve()} is busy ({who}): add --queue to queue the "
-                                "experiment (then `dvc queue start`), or wait until that run ends")
+        if who:
+            raise UserError(
+                f"the DVC workspace {root.resolve()} is busy ({who}): add --queue to queue the "
+                "experiment (then `dvc queue start`), or wait until that run ends"
+            )
         print(shlex.join(cmd), flush=True)
         if not a.dry_run:
             rc = run_restoring(cmd, a.params)
-            if rc: sys.exit(rc)
+            if rc:
+                sys.exit(rc)
 
-def exp_cli(argv:list|None=None, # command-line words (default: sys.argv[1:])
-           ):
+
+def exp_cli(
+    argv: list | None = None,  # command-line words (default: sys.argv[1:])
+):
     "Run (or queue) DVC experiments for named presets; `--list` names them, `--table` tabulates the runs."
     a = exp_parser().parse_args(argv)
     with user_errors("dgspnet_exp", a.debug):
@@ -444,7 +587,9 @@ def exp_cli(argv:list|None=None, # command-line words (default: sys.argv[1:])
             descr = preset_descriptions(a.file)
             w = max(map(len, descr))
             print("\n".join(f"{n:<{w}}  {d}" for n, d in descr.items()))
-        elif a.table: print(run_ablation_report(a.out, a.paper_tables).read_text())
+        elif a.table:
+            print(run_ablation_report(a.out, a.paper_tables).read_text())
         elif not a.presets:
             raise UserError("name at least one preset (dgspnet_exp --list shows them), or --list / --table")
-        else: _run_presets(a)
+        else:
+            _run_presets(a)

@@ -20,17 +20,19 @@ __all__ = ['ONNX_OPSET', 'ProbabilityMap', 'export_onnx', 'OnnxNet', 'load_onnx'
 # %% ../nbs/17_export.ipynb #b720f9e4
 class ProbabilityMap(nn.Module):
     "A trained DGSPNet as one function: intensities [1,1,H,W] in [0,1], any H, W -> probabilities [1,1,H,W]."
-    def __init__(self,
-                 net:DGSPNet, # eval mode
-                 stats:dict, # dict(mean, std) of the training split
-                 scene:str="", # the scene word of the prompt ("": the template's)
-                ):
+
+    def __init__(
+        self,
+        net: DGSPNet,  # eval mode
+        stats: dict,  # dict(mean, std) of the training split
+        scene: str = "",  # the scene word of the prompt ("": the template's)
+    ):
         super().__init__()
         self.net, self.scene = net, scene
         self.register_buffer("mean", torch.tensor(float(stats["mean"])), persistent=False)
         self.register_buffer("std", torch.tensor(float(stats["std"])), persistent=False)
 
-    def forward(self, image:torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
         h, w = image.shape[-2:]
         x = F.pad((image - self.mean) / self.std, (0, (-w) % SIZE_DIVISOR, 0, (-h) % SIZE_DIVISOR))
         return torch.sigmoid(self.net(x, scenes=[self.scene] if self.scene else None))[..., :h, :w]
@@ -38,17 +40,22 @@ class ProbabilityMap(nn.Module):
 # %% ../nbs/17_export.ipynb #b78e1a0b
 ONNX_OPSET = 17
 
+
 def _onnx():
     "The onnx package, or a `UserError` saying how to install it."
-    try: import onnx
-    except ImportError: raise UserError("ONNX export needs the onnx package: pip install onnx onnxruntime") from None
+    try:
+        import onnx
+    except ImportError:
+        raise UserError("ONNX export needs the onnx package: pip install onnx onnxruntime") from None
     return onnx
 
-def export_onnx(trained:Trained, # a trained model (`dgspnet.checkpoint.load_trained`)
-                path, # the .onnx file to write
-                scene:str="", # the prompt's scene word ("": the template's)
-                opset:int=ONNX_OPSET, # ONNX opset
-               ) -> Path:
+
+def export_onnx(
+    trained: Trained,  # a trained model (`dgspnet.checkpoint.load_trained`)
+    path,  # the .onnx file to write
+    scene: str = "",  # the prompt's scene word ("": the template's)
+    opset: int = ONNX_OPSET,  # ONNX opset
+) -> Path:
     "Write `ProbabilityMap(trained)` as ONNX: input `image` [1,1,H,W], output `probability`, H and W dynamic."
     onnx, path = _onnx(), Path(path)
     net = trained.net.eval().to("cpu", memory_format=torch.contiguous_format)
@@ -56,59 +63,92 @@ def export_onnx(trained:Trained, # a trained model (`dgspnet.checkpoint.load_tra
     sizes = {2: "height", 3: "width"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings: the Python values it keeps are constants of this model
-        torch.onnx.export(pm, (torch.rand(1, 1, 64, 96),), str(path), dynamo=False, opset_version=opset,
-                          input_names=["image"], output_names=["probability"],
-                          dynamic_axes={"image": sizes, "probability": sizes})
+        torch.onnx.export(
+            pm,
+            (torch.rand(1, 1, 64, 96),),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=["probability"],
+            dynamic_axes={"image": sizes, "probability": sizes},
+        )
     model = onnx.load(str(path))
-    meta = dict(dgspnet_config=json.dumps(trained.config.to_dict()), dgspnet_stats=json.dumps(trained.stats),
-                dgspnet_param_counts=json.dumps(trained.param_counts), dgspnet_scene=scene)
-    for k, v in meta.items(): model.metadata_props.add(key=k, value=v)
+    meta = dict(
+        dgspnet_config=json.dumps(trained.config.to_dict()),
+        dgspnet_stats=json.dumps(trained.stats),
+        dgspnet_param_counts=json.dumps(trained.param_counts),
+        dgspnet_scene=scene,
+    )
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
     onnx.save(model, str(path))
     return path
 
 # %% ../nbs/17_export.ipynb #964a6026
 class OnnxNet:
     "An exported DGSPNet run by onnxruntime: `predict_image(img)` -> probability map (as `dgspnet.inference`'s)."
-    def __init__(self, path, # .onnx file written by `export_onnx`
-                 threads:int=0, # intra-op threads (0: onnxruntime's default)
-                ):
-        try: import onnxruntime as ort
-        except ImportError: raise UserError("--runtime onnx needs onnxruntime: pip install onnxruntime") from None
+
+    def __init__(
+        self,
+        path,  # .onnx file written by `export_onnx`
+        threads: int = 0,  # intra-op threads (0: onnxruntime's default)
+    ):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("--runtime onnx needs onnxruntime: pip install onnxruntime") from None
         opts = ort.SessionOptions()
-        if threads: opts.intra_op_num_threads = threads
+        if threads:
+            opts.intra_op_num_threads = threads
         self.path = Path(path)
-        try: self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:
-            raise CheckpointError(f"{self.path}: not an ONNX model onnxruntime can run ({type(e).__name__}); "
-                                  "write one with dgspnet_export") from e
+            raise CheckpointError(
+                f"{self.path}: not an ONNX model onnxruntime can run ({type(e).__name__}); "
+                "write one with dgspnet_export"
+            ) from e
         self.metadata = self.session.get_modelmeta().custom_metadata_map
 
-    def predict_image(self, img:np.ndarray, # (H,W) intensities in [0,1]
-                     ) -> np.ndarray:
+    def predict_image(
+        self,
+        img: np.ndarray,  # (H,W) intensities in [0,1]
+    ) -> np.ndarray:
         "Probability map (H,W) of one frame."
         return self.session.run(None, {"image": np.ascontiguousarray(img, np.float32)[None, None]})[0][0, 0]
 
-def load_onnx(path, # .onnx file written by `export_onnx` (dgspnet_export)
-              threads:int=0, # onnxruntime intra-op threads (0: its default)
-             ) -> Trained:
+
+def load_onnx(
+    path,  # .onnx file written by `export_onnx` (dgspnet_export)
+    threads: int = 0,  # onnxruntime intra-op threads (0: its default)
+) -> Trained:
     "A `Trained` whose net is the ONNX graph at `path`, with the config and statistics stored in the file."
     path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"{path}: no such ONNX file; write one with dgspnet_export")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such ONNX file; write one with dgspnet_export")
     net = OnnxNet(path, threads)
     meta = net.metadata
-    if "dgspnet_config" not in meta: raise CheckpointError(f"{path}: an ONNX file not written by dgspnet_export")
-    return Trained(net, config_from_dict(json.loads(meta["dgspnet_config"])), json.loads(meta["dgspnet_stats"]),
-                   json.loads(meta["dgspnet_param_counts"]))
+    if "dgspnet_config" not in meta:
+        raise CheckpointError(f"{path}: an ONNX file not written by dgspnet_export")
+    return Trained(
+        net,
+        config_from_dict(json.loads(meta["dgspnet_config"])),
+        json.loads(meta["dgspnet_stats"]),
+        json.loads(meta["dgspnet_param_counts"]),
+    )
 
 # %% ../nbs/17_export.ipynb #dbf7e7b1
-def export_checkpoint(checkpoint, # model.pt from the train stage
-                      out, # the .onnx file to write
-                      scene:str="", # the prompt's scene word
-                      opset:int=ONNX_OPSET,
-                     ) -> dict:
+def export_checkpoint(
+    checkpoint,  # model.pt from the train stage
+    out,  # the .onnx file to write
+    scene: str = "",  # the prompt's scene word
+    opset: int = ONNX_OPSET,
+) -> dict:
     "Export `checkpoint` to `out` and check it with onnxruntime against PyTorch: dict(path, max_abs_diff, sizes)."
     from dgspnet.checkpoint import load_trained
     from dgspnet.inference import predict_image
+
     trained = load_trained(checkpoint, "cpu")
     path = export_onnx(trained, out, scene, opset)
     onnx_net, rng, diff, sizes = OnnxNet(path), np.random.default_rng(0), 0.0, [(256, 256), (181, 317)]

@@ -18,21 +18,24 @@ __all__ = ['NORMALIZATIONS', 'to_channels_last', 'is_channels_last', 'predict_no
            'predict_tiled', 'scenes_of', 'predict_split', 'test_metrics', 'normalization_stats', 'overlay']
 
 # %% ../nbs/11b_inference.ipynb #afc39eea
-def to_channels_last(net:torch.nn.Module) -> torch.nn.Module:
+def to_channels_last(net: torch.nn.Module) -> torch.nn.Module:
     "The net in eval mode with its 4-d weights in the channels_last (NHWC) memory format (in place)."
     return net.eval().to(memory_format=torch.channels_last)
 
-def is_channels_last(net:torch.nn.Module) -> bool:
+
+def is_channels_last(net: torch.nn.Module) -> bool:
     "True when a 4-d weight of the net is in channels_last format (weights of one input channel or 1x1 fit both)."
     cl = torch.channels_last
     return any(p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=cl) for p in net.parameters())
 
+
 @torch.no_grad()
-def predict_normalized(net:DGSPNet, # eval mode
-                       x:torch.Tensor, # [B,1,H,W] normalized images, any H, W
-                       scenes:Sequence[str]|None=None, # per-image scene words (None: the template's)
-                       bf16:bool=False, # run the network under bfloat16 autocast (see below)
-                      ) -> torch.Tensor:
+def predict_normalized(
+    net: DGSPNet,  # eval mode
+    x: torch.Tensor,  # [B,1,H,W] normalized images, any H, W
+    scenes: Sequence[str] | None = None,  # per-image scene words (None: the template's)
+    bf16: bool = False,  # run the network under bfloat16 autocast (see below)
+) -> torch.Tensor:
     "Probabilities [B,1,H,W] (float32): pad to a multiple of 32, forward (in the net's layout), sigmoid, crop back."
     h, w = x.shape[-2:]
     dev = next(net.parameters()).device
@@ -41,65 +44,76 @@ def predict_normalized(net:DGSPNet, # eval mode
         logits = net(pad_to_multiple(x.to(dev)).contiguous(memory_format=fmt), scenes=scenes)
     return torch.sigmoid(logits.float())[..., :h, :w]
 
+
 @torch.no_grad()
-def predict_image(net:DGSPNet, # eval mode
-                  img:np.ndarray, # (H,W) intensities in [0,1] (`dgspnet.data.read_image`)
-                  stats:dict, # dict(mean, std) of the training split
-                  scene:str|None=None, # the image's scene word, if the model was trained with scenes
-                  bf16:bool=False, # bfloat16 autocast (PyTorch nets only)
-                 ) -> np.ndarray:
+def predict_image(
+    net: DGSPNet,  # eval mode
+    img: np.ndarray,  # (H,W) intensities in [0,1] (`dgspnet.data.read_image`)
+    stats: dict,  # dict(mean, std) of the training split
+    scene: str | None = None,  # the image's scene word, if the model was trained with scenes
+    bf16: bool = False,  # bfloat16 autocast (PyTorch nets only)
+) -> np.ndarray:
     "Probability map (H,W) of one image; `net` may also be an exported model (`dgspnet.export.OnnxNet`)."
-    if not isinstance(net, torch.nn.Module): return net.predict_image(img)  # its graph holds stats and scene
+    if not isinstance(net, torch.nn.Module):
+        return net.predict_image(img)  # its graph holds stats and scene
     x = torch.from_numpy(np.ascontiguousarray(normalize(img, stats)))[None, None]
     return predict_normalized(net, x, None if not scene else [scene], bf16)[0, 0].cpu().numpy()
 
 # %% ../nbs/11b_inference.ipynb #0b004dfa
-def tile_starts(length:int, # the frame's size along one axis
-                tile:int, # window size
-                overlap:int, # pixels shared by neighbouring windows (at least)
-               ) -> list:
+def tile_starts(
+    length: int,  # the frame's size along one axis
+    tile: int,  # window size
+    overlap: int,  # pixels shared by neighbouring windows (at least)
+) -> list:
     "Window starts covering `range(length)`: every `tile - overlap`, the last moved back to end at `length`."
-    if length <= tile: return [0]
+    if length <= tile:
+        return [0]
     starts = list(range(0, length - tile, tile - overlap))
     return starts + [length - tile]
 
-def _cuts(starts:list, tile:int, length:int) -> list:
+
+def _cuts(starts: list, tile: int, length: int) -> list:
     "Where each window's kept part begins and ends: half-way across each overlap."
     mids = [(s1 + s0 + tile) // 2 for s0, s1 in zip(starts, starts[1:])]
     return list(zip([0] + mids, mids + [length]))
 
 # %% ../nbs/11b_inference.ipynb #8ec01d17
 @torch.no_grad()
-def predict_tiled(net:DGSPNet, # eval mode
-                  img:np.ndarray, # (H,W) intensities in [0,1]
-                  stats:dict, # dict(mean, std) of the training split
-                  tile:int=1024, # frames larger than this on either side are predicted in tile x tile windows
-                  overlap:int=128, # pixels shared by neighbouring windows; kept pixels are >= overlap//2 from a cut
-                  scene:str|None=None, # the image's scene word, if the model was trained with scenes
-                 ) -> np.ndarray:
+def predict_tiled(
+    net: DGSPNet,  # eval mode
+    img: np.ndarray,  # (H,W) intensities in [0,1]
+    stats: dict,  # dict(mean, std) of the training split
+    tile: int = 1024,  # frames larger than this on either side are predicted in tile x tile windows
+    overlap: int = 128,  # pixels shared by neighbouring windows; kept pixels are >= overlap//2 from a cut
+    scene: str | None = None,  # the image's scene word, if the model was trained with scenes
+) -> np.ndarray:
     "Probability map (H,W) of one image, in overlapping tiles when it is larger than `tile`."
-    if tile < 32 or not 0 <= overlap <= tile // 2: raise ValueError(f"need tile >= 32 and 0 <= overlap <= tile/2, got tile={tile}, overlap={overlap}")
+    if tile < 32 or not 0 <= overlap <= tile // 2:
+        raise ValueError(f"need tile >= 32 and 0 <= overlap <= tile/2, got tile={tile}, overlap={overlap}")
     h, w = img.shape
-    if h <= tile and w <= tile: return predict_image(net, img, stats, scene)
+    if h <= tile and w <= tile:
+        return predict_image(net, img, stats, scene)
     out = np.empty((h, w), np.float32)
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     for y0, (a, b) in zip(ys, _cuts(ys, tile, h)):
         for x0, (c, d) in zip(xs, _cuts(xs, tile, w)):
-            p = predict_image(net, img[y0:y0 + tile, x0:x0 + tile], stats, scene)
-            out[a:b, c:d] = p[a - y0:b - y0, c - x0:d - x0]
+            p = predict_image(net, img[y0 : y0 + tile, x0 : x0 + tile], stats, scene)
+            out[a:b, c:d] = p[a - y0 : b - y0, c - x0 : d - x0]
     return out
 
 # %% ../nbs/11b_inference.ipynb #bc372f2b
-def scenes_of(batch:dict) -> list|None:
+def scenes_of(batch: dict) -> list | None:
     "The batch's scene words, or None when the dataset has none."
     s = batch.get("scene")
     return list(s) if s is not None and any(s) else None
 
-def predict_split(net:DGSPNet, # eval mode is set here
-                  ds, # a test-mode `IRSTDDataset`
-                  progress:bool=False, # tqdm bar over the images
-                  bf16:bool=False, # bfloat16 autocast
-                 ):
+
+def predict_split(
+    net: DGSPNet,  # eval mode is set here
+    ds,  # a test-mode `IRSTDDataset`
+    progress: bool = False,  # tqdm bar over the images
+    bf16: bool = False,  # bfloat16 autocast
+):
     "Yield (item, prob (h,w) numpy) over the dataset, each cropped to its image's size."
     net.eval()
     for i in tqdm(range(len(ds)), desc="predict", disable=not progress, leave=False, mininterval=1.0):
@@ -108,7 +122,8 @@ def predict_split(net:DGSPNet, # eval mode is set here
         x = item["image"][None, :, :h, :w]
         yield item, predict_normalized(net, x, scenes_of({"scene": [item.get("scene", "")]}), bf16)[0, 0].cpu().numpy()
 
-def test_metrics(net:DGSPNet, ds, threshold:float=0.5) -> dict:
+
+def test_metrics(net: DGSPNet, ds, threshold: float = 0.5) -> dict:
     "IoU, nIoU, Pd, Fa of `net` on a test-mode dataset."
     m = SegmentationMetrics(threshold=threshold)
     for item, prob in predict_split(net, ds):
@@ -119,21 +134,26 @@ def test_metrics(net:DGSPNet, ds, threshold:float=0.5) -> dict:
 # %% ../nbs/11b_inference.ipynb #e5545864
 NORMALIZATIONS = ("model", "dataset")
 
-def normalization_stats(normalization:str, # "model" (the checkpoint's training statistics) or "dataset"
-                        model_stats:dict, # dict(mean, std) stored in the checkpoint
-                        dataset_stats:dict, # dict(mean, std) of the evaluated dataset's training split (its manifest)
-                       ) -> dict: # dict(mean, std) to normalize with
+
+def normalization_stats(
+    normalization: str,  # "model" (the checkpoint's training statistics) or "dataset"
+    model_stats: dict,  # dict(mean, std) stored in the checkpoint
+    dataset_stats: dict,  # dict(mean, std) of the evaluated dataset's training split (its manifest)
+) -> dict:  # dict(mean, std) to normalize with
     "The statistics images are normalized with under the rule `normalization`."
     if normalization not in NORMALIZATIONS:
-        raise UserError(f"--normalization {normalization!r}: use model (the checkpoint's training statistics, "
-                        "the default) or dataset (the evaluated dataset's)")
+        raise UserError(
+            f"--normalization {normalization!r}: use model (the checkpoint's training statistics, "
+            "the default) or dataset (the evaluated dataset's)"
+        )
     return dict(model_stats if normalization == "model" else dataset_stats)
 
 # %% ../nbs/11b_inference.ipynb #adb1014b
-def overlay(img:np.ndarray, # (H,W) image, any range
-            pred:np.ndarray, # (H,W) bool prediction
-            gt:np.ndarray|None=None, # (H,W) bool ground truth (optional)
-           ) -> np.ndarray:
+def overlay(
+    img: np.ndarray,  # (H,W) image, any range
+    pred: np.ndarray,  # (H,W) bool prediction
+    gt: np.ndarray | None = None,  # (H,W) bool ground truth (optional)
+) -> np.ndarray:
     "RGB float image: grey input, red prediction, green ground truth, yellow where both."
     g = img.astype(np.float32)
     lo, hi = np.percentile(g, 1), np.percentile(g, 99.5)

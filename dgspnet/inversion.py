@@ -18,43 +18,48 @@ __all__ = ['ImageFeatureFusion', 'InversionNet']
 # %% ../nbs/07_inversion.ipynb #cell005
 class ImageFeatureFusion(nn.Module):
     "Eq. 4: depthwise 3x3 convs (strides 16, 8, 4) on f1, f2, f3, concat, 1x1 conv -> f_img [B,c,H/16,W/16]."
-    def __init__(self,
-                 in_channels:Sequence[int], # channels of f1, f2, f3
-                 dim:int, # c, channels of f_img
-                 strides:Sequence[int]=(16, 8, 4), # Sec. 3.3
-                ):
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],  # channels of f1, f2, f3
+        dim: int,  # c, channels of f_img
+        strides: Sequence[int] = (16, 8, 4),  # Sec. 3.3
+    ):
         super().__init__()
-        self.dw = nn.ModuleList(nn.Conv2d(c, c, 3, stride=s, padding=1, groups=c)
-                                for c, s in zip(in_channels, strides))
+        self.dw = nn.ModuleList(nn.Conv2d(c, c, 3, stride=s, padding=1, groups=c) for c, s in zip(in_channels, strides))
         self.proj = nn.Conv2d(sum(in_channels), dim, 1)
 
-    def forward(self, f1:torch.Tensor, f2:torch.Tensor, f3:torch.Tensor) -> torch.Tensor:
+    def forward(self, f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor) -> torch.Tensor:
         return self.proj(torch.cat([dw(f) for dw, f in zip(self.dw, (f1, f2, f3))], 1))
 
 # %% ../nbs/07_inversion.ipynb #cell008
 class InversionNet(nn.Module):
     "Eq. 4-5: pre-encoder features -> `n_fine_tokens` fine-grained tokens [B, n_fine_tokens, out_dim] (s1*..sn*)."
-    def __init__(self,
-                 in_channels:Sequence[int]=(16, 32, 64), # channels of f1, f2, f3
-                 n_fine_tokens:int=2,  # n_t, number of fine-grained semantic tokens (Table 3: 1..4)
-                 dim:int=256,     # c, width of f_img, of T and of the attention
-                 heads:int=8,     # attention heads (must divide dim)
-                 out_dim:int=512, # text encoder token-embedding width (512 for ViT-B/32)
-                ):
+
+    def __init__(
+        self,
+        in_channels: Sequence[int] = (16, 32, 64),  # channels of f1, f2, f3
+        n_fine_tokens: int = 2,  # n_t, number of fine-grained semantic tokens (Table 3: 1..4)
+        dim: int = 256,  # c, width of f_img, of T and of the attention
+        heads: int = 8,  # attention heads (must divide dim)
+        out_dim: int = 512,  # text encoder token-embedding width (512 for ViT-B/32)
+    ):
         super().__init__()
-        if n_fine_tokens < 1: raise ValueError(f"InversionNet needs n_fine_tokens >= 1, got {n_fine_tokens}")
-        if dim % heads: raise ValueError(f"dim={dim} is not divisible by heads={heads}")
+        if n_fine_tokens < 1:
+            raise ValueError(f"InversionNet needs n_fine_tokens >= 1, got {n_fine_tokens}")
+        if dim % heads:
+            raise ValueError(f"dim={dim} is not divisible by heads={heads}")
         self.n_fine_tokens, self.out_dim = n_fine_tokens, out_dim
         self.fuse = ImageFeatureFusion(in_channels, dim)
         self.tokens = nn.Parameter(torch.randn(n_fine_tokens, dim) * 0.02)
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
-    def forward(self, f1:torch.Tensor, f2:torch.Tensor, f3:torch.Tensor) -> torch.Tensor:
-        f_img = self.fuse(f1, f2, f3)                      # [B,c,h,w]   Eq. 4
-        seq = f_img.flatten(2).transpose(1, 2)            # [B,h*w,c]   f_img_seq
-        t = self.tokens.repeat(seq.shape[0], 1, 1)        # [B,n_t,c]   shared T (a copy: an expanded view of a
+    def forward(self, f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor) -> torch.Tensor:
+        f_img = self.fuse(f1, f2, f3)  # [B,c,h,w]   Eq. 4
+        seq = f_img.flatten(2).transpose(1, 2)  # [B,h*w,c]   f_img_seq
+        t = self.tokens.repeat(seq.shape[0], 1, 1)  # [B,n_t,c]   shared T (a copy: an expanded view of a
         #   parameter made under no_grad still claims requires_grad, which upsets autograd hooks)
-        kv = torch.cat([t, seq], 1)                       # (T, f_img_seq)
-        out = attend(self.attn, t, kv)                    # Eq. 5
-        return self.mlp(out)                              # [B,n_t,out_dim]
+        kv = torch.cat([t, seq], 1)  # (T, f_img_seq)
+        out = attend(self.attn, t, kv)  # Eq. 5
+        return self.mlp(out)  # [B,n_t,out_dim]

@@ -13,16 +13,21 @@ import torch.nn.functional as F
 __all__ = ['soft_iou_loss', 'bce_loss', 'SegmentationLoss', 'contrastive_loss', 'PretrainLoss']
 
 # %% ../nbs/12_losses.ipynb #0837d300
-def _check_pair(a:torch.Tensor, b:torch.Tensor, what:str, names=("logits", "target")):
+def _check_pair(a: torch.Tensor, b: torch.Tensor, what: str, names=("logits", "target")):
     "Refuse tensors whose shapes differ (no silent broadcasting) or that lack a batch dimension."
-    if a.shape != b.shape: raise ValueError(f"{what}: {names[0]} {tuple(a.shape)} and {names[1]} {tuple(b.shape)} must have the same shape")
-    if a.ndim < 2: raise ValueError(f"{what}: expected a batch dimension, got shape {tuple(a.shape)}")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{what}: {names[0]} {tuple(a.shape)} and {names[1]} {tuple(b.shape)} must have the same shape"
+        )
+    if a.ndim < 2:
+        raise ValueError(f"{what}: expected a batch dimension, got shape {tuple(a.shape)}")
 
 # %% ../nbs/12_losses.ipynb #98df1505
-def soft_iou_loss(logits:torch.Tensor, # raw network output, (B,1,H,W) or (B,H,W)
-                  target:torch.Tensor, # mask in {0,1}, same shape as logits
-                  smooth:float=1.0, # added to numerator and denominator of each sample's soft IoU
-                 ) -> torch.Tensor: # scalar
+def soft_iou_loss(
+    logits: torch.Tensor,  # raw network output, (B,1,H,W) or (B,H,W)
+    target: torch.Tensor,  # mask in {0,1}, same shape as logits
+    smooth: float = 1.0,  # added to numerator and denominator of each sample's soft IoU
+) -> torch.Tensor:  # scalar
     "1 - mean over samples of the soft IoU between sigmoid(logits) and target."
     _check_pair(logits, target, "soft_iou_loss")
     p, t = torch.sigmoid(logits.float()), target.float()
@@ -32,9 +37,10 @@ def soft_iou_loss(logits:torch.Tensor, # raw network output, (B,1,H,W) or (B,H,W
     return 1 - ((inter + smooth) / (union + smooth)).mean()
 
 # %% ../nbs/12_losses.ipynb #669f063f
-def bce_loss(logits:torch.Tensor, # raw network output, (B,1,H,W) or (B,H,W)
-             target:torch.Tensor, # mask in {0,1}, same shape as logits
-            ) -> torch.Tensor: # scalar
+def bce_loss(
+    logits: torch.Tensor,  # raw network output, (B,1,H,W) or (B,H,W)
+    target: torch.Tensor,  # mask in {0,1}, same shape as logits
+) -> torch.Tensor:  # scalar
     "Binary cross-entropy on logits, mean over all pixels."
     _check_pair(logits, target, "bce_loss")
     return F.binary_cross_entropy_with_logits(logits.float(), target.float())
@@ -42,29 +48,33 @@ def bce_loss(logits:torch.Tensor, # raw network output, (B,1,H,W) or (B,H,W)
 # %% ../nbs/12_losses.ipynb #4252f52d
 class SegmentationLoss(nn.Module):
     "Eq. 11: lambda_bce * BCE + lambda_softiou * SoftIoU, both on logits."
-    def __init__(self,
-                 lambda_bce:float=1.0, # lambda_1, weight of the BCE term
-                 lambda_softiou:float=1.0, # lambda_2, weight of the SoftIoU term
-                 smooth:float=1.0, # SoftIoU smoothing
-                ):
+
+    def __init__(
+        self,
+        lambda_bce: float = 1.0,  # lambda_1, weight of the BCE term
+        lambda_softiou: float = 1.0,  # lambda_2, weight of the SoftIoU term
+        smooth: float = 1.0,  # SoftIoU smoothing
+    ):
         super().__init__()
         self.lambda_bce, self.lambda_softiou, self.smooth = lambda_bce, lambda_softiou, smooth
 
-    def forward(self,
-                logits:torch.Tensor, # raw network output, (B,1,H,W) or (B,H,W)
-                target:torch.Tensor, # mask in {0,1}, same shape
-                return_parts:bool=False, # also return the two terms, for logging
-               ):
+    def forward(
+        self,
+        logits: torch.Tensor,  # raw network output, (B,1,H,W) or (B,H,W)
+        target: torch.Tensor,  # mask in {0,1}, same shape
+        return_parts: bool = False,  # also return the two terms, for logging
+    ):
         "Scalar loss, or dict(loss, bce, softiou) when `return_parts`."
         bce, siou = bce_loss(logits, target), soft_iou_loss(logits, target, self.smooth)
         loss = self.lambda_bce * bce + self.lambda_softiou * siou
         return dict(loss=loss, bce=bce, softiou=siou) if return_parts else loss
 
 # %% ../nbs/12_losses.ipynb #9885f318
-def contrastive_loss(image_embed:torch.Tensor, # [B,D] projected average-pooled sg[f(5)]
-                     text_embed:torch.Tensor, # [B,D] [eot] text features (f_text^[eot])
-                     logit_scale, # multiplier of the cosine similarities (float or scalar tensor, already exp'd)
-                    ) -> torch.Tensor: # scalar
+def contrastive_loss(
+    image_embed: torch.Tensor,  # [B,D] projected average-pooled sg[f(5)]
+    text_embed: torch.Tensor,  # [B,D] [eot] text features (f_text^[eot])
+    logit_scale,  # multiplier of the cosine similarities (float or scalar tensor, already exp'd)
+) -> torch.Tensor:  # scalar
     "Symmetric InfoNCE (CLIP style) between L2-normalized image and text embeddings; 0 (with a warning) when B < 2."
     _check_pair(image_embed, text_embed, "contrastive_loss", ("image_embed", "text_embed"))
     u, v = F.normalize(image_embed.float(), dim=-1), F.normalize(text_embed.float(), dim=-1)
@@ -79,20 +89,23 @@ def contrastive_loss(image_embed:torch.Tensor, # [B,D] projected average-pooled 
 # %% ../nbs/12_losses.ipynb #1719f201
 class PretrainLoss(nn.Module):
     "Eq. 10: weight_contrastive * InfoNCE(sg[f(5)] projected, f_text[eot]) + weight_mse * MSE(recon, image)."
-    def __init__(self,
-                 weight_contrastive:float=1.0, # weight of the contrastive term (the paper: 1)
-                 weight_mse:float=1.0, # weight of the reconstruction MSE (the paper: 1)
-                ):
+
+    def __init__(
+        self,
+        weight_contrastive: float = 1.0,  # weight of the contrastive term (the paper: 1)
+        weight_mse: float = 1.0,  # weight of the reconstruction MSE (the paper: 1)
+    ):
         super().__init__()
         self.weight_contrastive, self.weight_mse = weight_contrastive, weight_mse
 
-    def forward(self,
-                recon:torch.Tensor, # reconstruction [B,C,H,W]
-                image:torch.Tensor, # network input [B,C,H,W]
-                image_embed:torch.Tensor, # [B,D] projected pooled sg[f(5)]
-                text_embed:torch.Tensor, # [B,D] [eot] text features
-                logit_scale, # similarity multiplier (float or scalar tensor)
-               ) -> dict: # dict(loss, contrastive, mse), scalar tensors
+    def forward(
+        self,
+        recon: torch.Tensor,  # reconstruction [B,C,H,W]
+        image: torch.Tensor,  # network input [B,C,H,W]
+        image_embed: torch.Tensor,  # [B,D] projected pooled sg[f(5)]
+        text_embed: torch.Tensor,  # [B,D] [eot] text features
+        logit_scale,  # similarity multiplier (float or scalar tensor)
+    ) -> dict:  # dict(loss, contrastive, mse), scalar tensors
         "Total pretraining loss and its two terms."
         _check_pair(recon, image, "PretrainLoss", ("recon", "image"))
         mse = F.mse_loss(recon.float(), image.float())

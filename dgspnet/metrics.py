@@ -13,55 +13,69 @@ __all__ = ['as_batch', 'binarize', 'as_mask', 'iou_counts', 'target_centroids', 
            'SegmentationMetrics', 'pd_fa_curve', 'plot_pd_fa_curve']
 
 # %% ../nbs/03_metrics.ipynb #e3feee0b
-def as_batch(x, # numpy array or torch tensor, (H,W), (B,H,W) or (B,1,H,W)
-             name:str="array", # name used in error messages
-            ) -> np.ndarray: # numpy (B,H,W)
+def as_batch(
+    x,  # numpy array or torch tensor, (H,W), (B,H,W) or (B,1,H,W)
+    name: str = "array",  # name used in error messages
+) -> np.ndarray:  # numpy (B,H,W)
     "Return `x` as a numpy array of shape (B,H,W)."
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
         x = (x.float() if x.is_floating_point() else x).numpy()
     x = np.asarray(x)
-    if x.ndim == 4 and x.shape[1] == 1: x = x[:, 0]
-    if x.ndim == 2: x = x[None]
-    if x.ndim != 3: raise ValueError(f"{name} must have shape (H,W), (B,H,W) or (B,1,H,W); got {x.shape}")
+    if x.ndim == 4 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(f"{name} must have shape (H,W), (B,H,W) or (B,1,H,W); got {x.shape}")
     return x
 
 # %% ../nbs/03_metrics.ipynb #017e289f
-def binarize(prob, # probabilities in [0,1], (H,W), (B,H,W) or (B,1,H,W)
-             threshold:float=0.5, # probability cut; a pixel is a target when prob > threshold
-            ) -> np.ndarray: # bool (B,H,W)
+def binarize(
+    prob,  # probabilities in [0,1], (H,W), (B,H,W) or (B,1,H,W)
+    threshold: float = 0.5,  # probability cut; a pixel is a target when prob > threshold
+) -> np.ndarray:  # bool (B,H,W)
     "Boolean prediction `prob > threshold`, after checking that `prob` holds probabilities."
     p = as_batch(prob, "prob")
-    if p.dtype == bool: p = p.astype(np.float32)
+    if p.dtype == bool:
+        p = p.astype(np.float32)
     if p.size and (np.isnan(p).any() or p.min() < 0 or p.max() > 1):
-        raise ValueError("prob must hold probabilities in [0,1] without NaN; apply torch.sigmoid to logits first "
-                         f"(got min {np.nanmin(p) if not np.isnan(p).all() else 'nan'}, max {np.nanmax(p) if not np.isnan(p).all() else 'nan'})")
+        raise ValueError(
+            "prob must hold probabilities in [0,1] without NaN; apply torch.sigmoid to logits first "
+            f"(got min {np.nanmin(p) if not np.isnan(p).all() else 'nan'}, max {np.nanmax(p) if not np.isnan(p).all() else 'nan'})"
+        )
     return p > threshold
 
-def as_mask(gt, # ground truth, bool / {0,1} / {0,255}, (H,W), (B,H,W) or (B,1,H,W)
-           ) -> np.ndarray: # bool (B,H,W)
+
+def as_mask(
+    gt,  # ground truth, bool / {0,1} / {0,255}, (H,W), (B,H,W) or (B,1,H,W)
+) -> np.ndarray:  # bool (B,H,W)
     "Boolean ground-truth mask (B,H,W): nonzero pixels are target."
     g = as_batch(gt, "gt")
     return g.astype(bool) if g.dtype == bool else g > 0.5
 
 # %% ../nbs/03_metrics.ipynb #67a48694
-def iou_counts(pred:np.ndarray, # bool (B,H,W) prediction
-               gt:np.ndarray, # bool (B,H,W) ground truth
-              ) -> tuple[np.ndarray, np.ndarray]: # (intersection, union) pixel counts, each shape (B,)
+def iou_counts(
+    pred: np.ndarray,  # bool (B,H,W) prediction
+    gt: np.ndarray,  # bool (B,H,W) ground truth
+) -> tuple[np.ndarray, np.ndarray]:  # (intersection, union) pixel counts, each shape (B,)
     "Per-image intersection and union pixel counts."
     axes = tuple(range(1, pred.ndim))
     return (pred & gt).sum(axes), (pred | gt).sum(axes)
 
 # %% ../nbs/03_metrics.ipynb #a7bf424f
-def target_centroids(gt:np.ndarray, # bool (H,W) ground truth of one image
-                    ) -> list[tuple[float, float]]: # (row, col) centroid of each 8-connected target
+def target_centroids(
+    gt: np.ndarray,  # bool (H,W) ground truth of one image
+) -> list[tuple[float, float]]:  # (row, col) centroid of each 8-connected target
     "Centroids of the ground-truth targets (8-connected components), in label order."
     return [r.centroid for r in regionprops(label(gt, connectivity=2))]
 
-def match_components(pred:np.ndarray, # bool (H,W) prediction of one image
-                     centroids:list, # target centroids from `target_centroids`
-                     max_distance:float=3.0, # a match needs centroid distance < max_distance (px), strict
-                    ) -> tuple[int, int]: # (detected targets, false-alarm pixels)
+
+def match_components(
+    pred: np.ndarray,  # bool (H,W) prediction of one image
+    centroids: list,  # target centroids from `target_centroids`
+    max_distance: float = 3.0,  # a match needs centroid distance < max_distance (px), strict
+) -> tuple[int, int]:  # (detected targets, false-alarm pixels)
     "Greedy centroid matching of predicted components to targets; returns detections and unmatched predicted pixels."
     free = regionprops(label(pred, connectivity=2))
     detected = 0
@@ -73,10 +87,12 @@ def match_components(pred:np.ndarray, # bool (H,W) prediction of one image
                 break
     return detected, int(sum(c.area for c in free))
 
-def match_targets(pred:np.ndarray, # bool (H,W) prediction of one image
-                  gt:np.ndarray, # bool (H,W) ground truth of one image
-                  max_distance:float=3.0, # a match needs centroid distance < max_distance (px), strict
-                 ) -> tuple[int, int, int]: # (targets, detected targets, false-alarm pixels)
+
+def match_targets(
+    pred: np.ndarray,  # bool (H,W) prediction of one image
+    gt: np.ndarray,  # bool (H,W) ground truth of one image
+    max_distance: float = 3.0,  # a match needs centroid distance < max_distance (px), strict
+) -> tuple[int, int, int]:  # (targets, detected targets, false-alarm pixels)
     "Pd/Fa counts of one image: number of targets, detected targets, pixels of unmatched predicted components."
     c = target_centroids(gt)
     return (len(c), *match_components(pred, c, max_distance))
@@ -84,11 +100,13 @@ def match_targets(pred:np.ndarray, # bool (H,W) prediction of one image
 # %% ../nbs/03_metrics.ipynb #bb85f4ea
 class SegmentationMetrics:
     "Accumulating IoU, nIoU, Pd (fractions) and Fa (units of 1e-6) over a test set, DNANet/BasicIRSTD conventions."
-    def __init__(self,
-                 threshold:float=0.5, # probability cut, prediction is prob > threshold
-                 max_distance:float=3.0, # Pd match radius in px (centroid distance strictly below it)
-                 empty_iou:float=0.0, # per-image IoU when gt and prediction are both empty (0.0 = community code)
-                ):
+
+    def __init__(
+        self,
+        threshold: float = 0.5,  # probability cut, prediction is prob > threshold
+        max_distance: float = 3.0,  # Pd match radius in px (centroid distance strictly below it)
+        empty_iou: float = 0.0,  # per-image IoU when gt and prediction are both empty (0.0 = community code)
+    ):
         self.threshold, self.max_distance, self.empty_iou = threshold, max_distance, empty_iou
         self.reset()
 
@@ -97,53 +115,73 @@ class SegmentationMetrics:
         self.inter = self.union = self.n_targets = self.n_detected = self.fa_pixels = self.n_pixels = 0
         self.image_iou = []
 
-    def update(self,
-               prob, # probabilities in [0,1]: numpy/torch (H,W), (B,H,W) or (B,1,H,W), cropped to the original size
-               gt, # ground-truth mask of the same shape (bool, {0,1} or {0,255})
-              ):
+    def update(
+        self,
+        prob,  # probabilities in [0,1]: numpy/torch (H,W), (B,H,W) or (B,1,H,W), cropped to the original size
+        gt,  # ground-truth mask of the same shape (bool, {0,1} or {0,255})
+    ):
         "Add images to the running totals."
         pred, g = binarize(prob, self.threshold), as_mask(gt)
-        if pred.shape != g.shape: raise ValueError(f"prob {pred.shape} and gt {g.shape} shapes differ (after (B,H,W) view)")
+        if pred.shape != g.shape:
+            raise ValueError(f"prob {pred.shape} and gt {g.shape} shapes differ (after (B,H,W) view)")
         inter, union = iou_counts(pred, g)
-        self.inter += int(inter.sum()); self.union += int(union.sum())
+        self.inter += int(inter.sum())
+        self.union += int(union.sum())
         self.image_iou += [i / u if u else self.empty_iou for i, u in zip(inter.tolist(), union.tolist())]
         for p1, g1 in zip(pred, g):
             t, d, fa = match_targets(p1, g1, self.max_distance)
-            self.n_targets += t; self.n_detected += d; self.fa_pixels += fa
+            self.n_targets += t
+            self.n_detected += d
+            self.fa_pixels += fa
         self.n_pixels += pred.size
         return self
 
     @property
     def counts(self) -> dict:
         "Raw totals behind `compute` (images, pixels, targets, detected, fa_pixels, inter, union)."
-        return dict(images=len(self.image_iou), pixels=self.n_pixels, targets=self.n_targets, detected=self.n_detected,
-                    fa_pixels=self.fa_pixels, inter=self.inter, union=self.union)
+        return dict(
+            images=len(self.image_iou),
+            pixels=self.n_pixels,
+            targets=self.n_targets,
+            detected=self.n_detected,
+            fa_pixels=self.fa_pixels,
+            inter=self.inter,
+            union=self.union,
+        )
 
     def compute(self) -> dict:
         "dict(IoU, nIoU, Pd) as fractions in [0,1] and Fa in units of 1e-6; nan where undefined."
         nan = float("nan")
-        if not self.image_iou: return dict(IoU=nan, nIoU=nan, Pd=nan, Fa=nan)
-        return dict(IoU=self.inter / self.union if self.union else float(self.empty_iou),
-                    nIoU=float(np.mean(self.image_iou)),
-                    Pd=self.n_detected / self.n_targets if self.n_targets else nan,
-                    Fa=self.fa_pixels / self.n_pixels * 1e6)
+        if not self.image_iou:
+            return dict(IoU=nan, nIoU=nan, Pd=nan, Fa=nan)
+        return dict(
+            IoU=self.inter / self.union if self.union else float(self.empty_iou),
+            nIoU=float(np.mean(self.image_iou)),
+            Pd=self.n_detected / self.n_targets if self.n_targets else nan,
+            Fa=self.fa_pixels / self.n_pixels * 1e6,
+        )
 
 # %% ../nbs/03_metrics.ipynb #c7f7c677
 def _pairs(probs, gts):
     "Yield (prob, gt) pairs of numpy (B,H,W) from one array/tensor each, or from two sequences of them."
-    if isinstance(probs, (np.ndarray, torch.Tensor)): probs, gts = [probs], [gts]
+    if isinstance(probs, (np.ndarray, torch.Tensor)):
+        probs, gts = [probs], [gts]
     probs, gts = list(probs), list(gts)
-    if len(probs) != len(gts): raise ValueError(f"{len(probs)} predictions but {len(gts)} masks")
+    if len(probs) != len(gts):
+        raise ValueError(f"{len(probs)} predictions but {len(gts)} masks")
     for p, g in zip(probs, gts):
         p, g = as_batch(p, "prob"), as_mask(g)
-        if p.shape != g.shape: raise ValueError(f"prob {p.shape} and gt {g.shape} shapes differ")
+        if p.shape != g.shape:
+            raise ValueError(f"prob {p.shape} and gt {g.shape} shapes differ")
         yield from zip(p, g)
 
-def pd_fa_curve(probs, # probabilities: one array/tensor (H,W)/(B,H,W)/(B,1,H,W), or a list of them (sizes may differ)
-                gts, # ground-truth masks matching `probs`
-                thresholds=None, # probability cuts; default 0.05, 0.10, ..., 0.95
-                max_distance:float=3.0, # Pd match radius in px (strict)
-               ) -> dict: # dict(threshold=[...], Pd=[...] fractions, Fa=[...] in units of 1e-6)
+
+def pd_fa_curve(
+    probs,  # probabilities: one array/tensor (H,W)/(B,H,W)/(B,1,H,W), or a list of them (sizes may differ)
+    gts,  # ground-truth masks matching `probs`
+    thresholds=None,  # probability cuts; default 0.05, 0.10, ..., 0.95
+    max_distance: float = 3.0,  # Pd match radius in px (strict)
+) -> dict:  # dict(threshold=[...], Pd=[...] fractions, Fa=[...] in units of 1e-6)
     "Pd and Fa at each threshold (same conventions as `SegmentationMetrics`)."
     thresholds = np.round(np.arange(1, 20) * 0.05, 2) if thresholds is None else np.asarray(thresholds, float)
     images = [(p, target_centroids(g)) for p, g in _pairs(probs, gts)]
@@ -153,27 +191,37 @@ def pd_fa_curve(probs, # probabilities: one array/tensor (H,W)/(B,H,W)/(B,1,H,W)
         det = fa = 0
         for p, c in images:
             d, f = match_components(binarize(p, t)[0], c, max_distance)
-            det += d; fa += f
+            det += d
+            fa += f
         out["Pd"].append(det / n_targets if n_targets else float("nan"))
         out["Fa"].append(fa / n_pixels * 1e6 if n_pixels else float("nan"))
     return out
 
 # %% ../nbs/03_metrics.ipynb #6326b35a
-def plot_pd_fa_curve(curve:dict, # output of `pd_fa_curve`
-                     ax=None, # matplotlib Axes to draw on; a new figure when None
-                     label:str|None=None, # legend label of the curve
-                     annotate:bool=True, # write a few thresholds next to their points
-                     log_fa:bool=False, # symlog x axis (Fa spans decades across thresholds)
-                    ):
+def plot_pd_fa_curve(
+    curve: dict,  # output of `pd_fa_curve`
+    ax=None,  # matplotlib Axes to draw on; a new figure when None
+    label: str | None = None,  # legend label of the curve
+    annotate: bool = True,  # write a few thresholds next to their points
+    log_fa: bool = False,  # symlog x axis (Fa spans decades across thresholds)
+):
     "Draw Pd (%) against Fa (1e-6) from `pd_fa_curve`; returns the Axes."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(4.5, 3.5))
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.5))
     fa, pd = np.asarray(curve["Fa"]), 100 * np.asarray(curve["Pd"])
     ax.plot(fa, pd, marker="o", ms=3, label=label)
     if annotate:
         for i in range(0, len(fa), max(1, len(fa) // 5)):
-            ax.annotate(f'{curve["threshold"][i]:.2f}', (fa[i], pd[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if log_fa: ax.set_xscale("symlog", linthresh=0.1)
-    ax.set_xlabel(r"Fa ($\times10^{-6}$)"); ax.set_ylabel("Pd (%)"); ax.grid(alpha=0.3)
-    if label: ax.legend()
+            ax.annotate(
+                f'{curve["threshold"][i]:.2f}', (fa[i], pd[i]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+    if log_fa:
+        ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel(r"Fa ($\times10^{-6}$)")
+    ax.set_ylabel("Pd (%)")
+    ax.grid(alpha=0.3)
+    if label:
+        ax.legend()
     return ax

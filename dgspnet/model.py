@@ -26,35 +26,42 @@ __all__ = ['SIZE_DIVISOR', 'pad_to_multiple', 'check_input', 'StageWeights', 'DG
 # %% ../nbs/11_model.ipynb #cell005
 SIZE_DIVISOR = 32
 
-def pad_to_multiple(x:torch.Tensor, # [..., H, W]
-                    multiple:int=SIZE_DIVISOR, # pad H and W up to a multiple of this
-                    value:float=0.0, # padding value
-                   ) -> torch.Tensor:
+
+def pad_to_multiple(
+    x: torch.Tensor,  # [..., H, W]
+    multiple: int = SIZE_DIVISOR,  # pad H and W up to a multiple of this
+    value: float = 0.0,  # padding value
+) -> torch.Tensor:
     "Zero-pad bottom and right so H and W are multiples of `multiple`."
     ph, pw = (-x.shape[-2]) % multiple, (-x.shape[-1]) % multiple
     return F.pad(x, (0, pw, 0, ph), value=value) if ph or pw else x
 
-def check_input(x:torch.Tensor, in_channels:int=1, multiple:int=SIZE_DIVISOR):
+
+def check_input(x: torch.Tensor, in_channels: int = 1, multiple: int = SIZE_DIVISOR):
     "Raise a ValueError naming the fix unless x is [B,in_channels,H,W] with H, W multiples of `multiple`."
     if x.dim() != 4 or x.shape[1] != in_channels:
         raise ValueError(f"expected an image batch [B,{in_channels},H,W], got shape {tuple(x.shape)}")
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:
-        raise ValueError(f"input size {h}x{w} is not a multiple of {multiple}: pad {ph} rows at the bottom and "
-                         f"{pw} columns at the right to {h + ph}x{w + pw} (dgspnet.model.pad_to_multiple, or "
-                         f"F.pad(x, (0, {pw}, 0, {ph}))) and crop the output back to {h}x{w}")
+        raise ValueError(
+            f"input size {h}x{w} is not a multiple of {multiple}: pad {ph} rows at the bottom and "
+            f"{pw} columns at the right to {h + ph}x{w + pw} (dgspnet.model.pad_to_multiple, or "
+            f"F.pad(x, (0, {pw}, 0, {ph}))) and crop the output back to {h}x{w}"
+        )
 
 # %% ../nbs/11_model.ipynb #e65f35c1
 class StageWeights:
     "What the training stages do with a DGSPNet's weights: freeze the inversion net, count, carry the encoder over."
+
     @property
     def inversion_frozen(self) -> bool:
         return self.inversion is None or not any(p.requires_grad for p in self.inversion.parameters())
 
-    def freeze_inversion(self, frozen:bool=True) -> "StageWeights":
+    def freeze_inversion(self, frozen: bool = True) -> "StageWeights":
         "Freeze (normal training, Sec. 3.1) or unfreeze (pretraining) the inversion net; returns self."
-        if self.inversion is not None: self.inversion.requires_grad_(not frozen)
+        if self.inversion is not None:
+            self.inversion.requires_grad_(not frozen)
         return self
 
     def param_counts(self) -> dict:
@@ -70,46 +77,55 @@ class StageWeights:
         "Weights passed from pretraining to normal training: pre-encoder, re-encoder (with TGCA), inversion net."
         return {k: v for k, v in self.state_dict().items() if k.split(".")[0] in self.ENCODER_PARTS}
 
-    def load_pretrained(self, state:dict) -> "StageWeights":
+    def load_pretrained(self, state: dict) -> "StageWeights":
         "Load `encoder_state_dict()` weights from a pretrained model of the same configuration; returns self."
         expected = set(self.encoder_state_dict())
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
-            raise ValueError(f"pretrained encoder weights do not fit this model (different widths, switches or "
-                             f"n_fine_tokens?): {len(missing)} missing e.g. {missing[:3]}, "
-                             f"{len(unexpected)} unexpected e.g. {unexpected[:3]}")
+            raise ValueError(
+                f"pretrained encoder weights do not fit this model (different widths, switches or "
+                f"n_fine_tokens?): {len(missing)} missing e.g. {missing[:3]}, "
+                f"{len(unexpected)} unexpected e.g. {unexpected[:3]}"
+            )
         self.load_state_dict(state, strict=False)
         return self
 
 # %% ../nbs/11_model.ipynb #cell008
 class DGSPNet(StageWeights, nn.Module):
     "DGSPNet (arXiv 2511.19306): image [B,in_channels,H,W] -> target logits [B,1,H,W]; H, W multiples of 32."
-    def __init__(self,
-                 in_channels:int=1, # image channels
-                 widths:Sequence[int]=(16, 32, 64, 128, 256), # channels of f1..f5 (paper silent; DNA-Net family)
-                 n_fine_tokens:int=2, # Table 3: fine-grained tokens s*_i, 0..4 (0: coarse-only template, no inversion net)
-                 tgca:bool=True, # Table 2: TGCA in the re-encoder (False: plain CA)
-                 cross_attn:bool=True, # Table 2: text-image cross-attention on f5
-                 tgsa:bool=True, # Table 2: TGSA in the decoder (False: plain fusion Conv3x3(f_fused))
-                 clip_weights:str="openai", # "openai", a checkpoint path, or "none" (random tower: smoke tests only)
-                 text_encoder:TextEncoder|None=None, # share an already built TextEncoder (then clip_weights is unused)
-                 tgsa_norm:str="softmax", # TGSA weights: "softmax" (Eq. 8), "softmax_hw" (times h*w) or "sigmoid"
-                 tgca_text:str="eot", # TGCA text vector: "eot" or "mean" (over the prompt's real tokens)
-                 isolate_text_grad:bool=True, # detach f1..f3 before the inversion net
-                 inv_dim:int=256, # c, width of the inversion net's tokens and attention
-                 inv_heads:int=8, # inversion net attention heads
-                 attn_heads:int=8, # cross-attention heads (must divide widths[4])
-                 tgsa_dim:int|None=None, # d_c of TGSA (None: each stage's width)
-                 template:str|None=None, # prompt template override (None: Table 3's for n_fine_tokens)
-                 head_prior:float|None=6.4e-4, # initial target probability of the prediction head (None: PyTorch's default init)
-                 deep_supervision:bool=False, # auxiliary heads on decoder stages 5..2 (not in the paper; off there)
-                ):
+
+    def __init__(
+        self,
+        in_channels: int = 1,  # image channels
+        widths: Sequence[int] = (16, 32, 64, 128, 256),  # channels of f1..f5 (paper silent; DNA-Net family)
+        n_fine_tokens: int = 2,  # Table 3: fine-grained tokens s*_i, 0..4 (0: coarse-only template, no inversion net)
+        tgca: bool = True,  # Table 2: TGCA in the re-encoder (False: plain CA)
+        cross_attn: bool = True,  # Table 2: text-image cross-attention on f5
+        tgsa: bool = True,  # Table 2: TGSA in the decoder (False: plain fusion Conv3x3(f_fused))
+        clip_weights: str = "openai",  # "openai", a checkpoint path, or "none" (random tower: smoke tests only)
+        text_encoder: TextEncoder | None = None,  # share an already built TextEncoder (then clip_weights is unused)
+        tgsa_norm: str = "softmax",  # TGSA weights: "softmax" (Eq. 8), "softmax_hw" (times h*w) or "sigmoid"
+        tgca_text: str = "eot",  # TGCA text vector: "eot" or "mean" (over the prompt's real tokens)
+        isolate_text_grad: bool = True,  # detach f1..f3 before the inversion net
+        inv_dim: int = 256,  # c, width of the inversion net's tokens and attention
+        inv_heads: int = 8,  # inversion net attention heads
+        attn_heads: int = 8,  # cross-attention heads (must divide widths[4])
+        tgsa_dim: int | None = None,  # d_c of TGSA (None: each stage's width)
+        template: str | None = None,  # prompt template override (None: Table 3's for n_fine_tokens)
+        head_prior: float
+        | None = 6.4e-4,  # initial target probability of the prediction head (None: PyTorch's default init)
+        deep_supervision: bool = False,  # auxiliary heads on decoder stages 5..2 (not in the paper; off there)
+    ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
-        if len(widths) != 5: raise ValueError(f"widths must give the 5 channel widths of f1..f5, got {widths}")
-        if not 0 <= n_fine_tokens <= 4: raise ValueError(f"n_fine_tokens must be 0..4 (Table 3), got {n_fine_tokens}")
-        if tgca_text not in ("eot", "mean"): raise ValueError(f"tgca_text must be 'eot' or 'mean', got {tgca_text!r}")
-        if tgsa_norm not in TGSA_NORMS: raise ValueError(f"tgsa_norm must be one of {TGSA_NORMS}, got {tgsa_norm!r}")
+        if len(widths) != 5:
+            raise ValueError(f"widths must give the 5 channel widths of f1..f5, got {widths}")
+        if not 0 <= n_fine_tokens <= 4:
+            raise ValueError(f"n_fine_tokens must be 0..4 (Table 3), got {n_fine_tokens}")
+        if tgca_text not in ("eot", "mean"):
+            raise ValueError(f"tgca_text must be 'eot' or 'mean', got {tgca_text!r}")
+        if tgsa_norm not in TGSA_NORMS:
+            raise ValueError(f"tgsa_norm must be one of {TGSA_NORMS}, got {tgsa_norm!r}")
         self.in_channels, self.widths, self.n_fine_tokens = in_channels, widths, n_fine_tokens
         self.tgca_text, self.isolate_text_grad = tgca_text, isolate_text_grad
         self.pre_encoder = PreEncoder(in_channels, widths[:3])
@@ -127,10 +143,12 @@ class DGSPNet(StageWeights, nn.Module):
         self.decoder = Decoder(widths, d_eot if tgsa else None, tgsa_dim, tgsa_norm)
         self.head = PredictionHead(widths[0], prior=head_prior)
         # stage i's output has d_{i-1} channels: stages 5, 4, 3, 2 give widths[3], [2], [1], [0]
-        self.aux_heads = nn.ModuleList(PredictionHead(c, prior=head_prior) for c in widths[3::-1]) if deep_supervision else None
+        self.aux_heads = (
+            nn.ModuleList(PredictionHead(c, prior=head_prior) for c in widths[3::-1]) if deep_supervision else None
+        )
 
     @property
-    def text_encoder(self) -> TextEncoder|None:
+    def text_encoder(self) -> TextEncoder | None:
         "The frozen CLIP text tower (None for the language-free baseline)."
         return None if self.prompt is None else self.prompt.text_encoder
 
@@ -139,9 +157,10 @@ class DGSPNet(StageWeights, nn.Module):
         "True if the CLIP text tower has random weights (clip_weights='none'): say so in every log and metrics file."
         return self.text_encoder is not None and bool(self.text_encoder.text_tower_random)
 
-    def text_features(self, f1, f2, f3, scenes:Sequence[str]|None=None) -> TextFeatures|None:
+    def text_features(self, f1, f2, f3, scenes: Sequence[str] | None = None) -> TextFeatures | None:
         "Fine tokens from f1..f3 (Eq. 4-5), written into the prompt and encoded; None without a language branch."
-        if self.prompt is None: return None
+        if self.prompt is None:
+            return None
         B = f1.shape[0]
         if scenes is not None and len(scenes) != B:
             raise ValueError(f"got {len(scenes)} scene words for a batch of {B} images")
@@ -153,12 +172,13 @@ class DGSPNet(StageWeights, nn.Module):
                 fine = self.inversion(*fs)
             return self.prompt(fine, list(scenes) if scenes is not None else None, batch_size=B)
 
-    def tgca_vector(self, text:TextFeatures|None) -> torch.Tensor|None:
+    def tgca_vector(self, text: TextFeatures | None) -> torch.Tensor | None:
         "The text vector TGCA reads (`tgca_text`)."
-        if text is None: return None
+        if text is None:
+            return None
         return text.eot if self.tgca_text == "eot" else masked_mean(text.seq, text.mask)
 
-    def forward_features(self, x:torch.Tensor, scenes:Sequence[str]|None=None):
+    def forward_features(self, x: torch.Tensor, scenes: Sequence[str] | None = None):
         "Encoder: ([f1, f2, f3, f4, f5], TextFeatures or None)."
         check_input(x, self.in_channels)
         f1, f2, f3 = self.pre_encoder(x)
@@ -166,29 +186,36 @@ class DGSPNet(StageWeights, nn.Module):
         f4, f5 = self.re_encoder(f3, self.tgca_vector(text))
         return [f1, f2, f3, f4, f5], text
 
-    def forward(self, x:torch.Tensor, # [B,in_channels,H,W], H and W multiples of 32
-                scenes:Sequence[str]|None=None, # per-image scene words for the coarse prompt (None: the template's)
-                return_attention:bool=False, # also return the TGSA maps {"stage5": [B,1,h5,w5], ..., "stage1": [B,1,H,W]}
-                return_aux:bool=False, # also return the auxiliary logits of stages 5..2 (deep supervision), at their sizes
-               ):
+    def forward(
+        self,
+        x: torch.Tensor,  # [B,in_channels,H,W], H and W multiples of 32
+        scenes: Sequence[str] | None = None,  # per-image scene words for the coarse prompt (None: the template's)
+        return_attention: bool = False,  # also return the TGSA maps {"stage5": [B,1,h5,w5], ..., "stage1": [B,1,H,W]}
+        return_aux: bool = False,  # also return the auxiliary logits of stages 5..2 (deep supervision), at their sizes
+    ):
         "Logits [B,1,H,W] (then the TGSA maps, then the auxiliary logits, when asked for)."
         feats, text = self.forward_features(x, scenes)
         if self.cross_attention is not None:
             feats[-1] = self.cross_attention(feats[-1], text.seq, text.mask)
-        y, maps, outs = self.decoder(feats, None if text is None else text.eot, return_attention=True, return_stages=True)
+        y, maps, outs = self.decoder(
+            feats, None if text is None else text.eot, return_attention=True, return_stages=True
+        )
         out = [self.head(y)]
-        if return_attention: out.append(maps)
+        if return_attention:
+            out.append(maps)
         if return_aux:
-            if self.aux_heads is None: raise ValueError("return_aux needs a model built with deep_supervision=True")
+            if self.aux_heads is None:
+                raise ValueError("return_aux needs a model built with deep_supervision=True")
             out.append([h(o) for h, o in zip(self.aux_heads, outs[:-1])])
         return tuple(out) if len(out) > 1 else out[0]
 
 # %% ../nbs/11_model.ipynb #cell028
-def count_flops(model:nn.Module, # a DGSPNet (or DGSPNetPretrainer)
-                size:int=256, # square input side (a multiple of 32)
-                batch:int=1, # images in the batch
-                by_module:bool=False, # also return {module name: FLOPs} for the top-level parts
-               ):
+def count_flops(
+    model: nn.Module,  # a DGSPNet (or DGSPNetPretrainer)
+    size: int = 256,  # square input side (a multiple of 32)
+    batch: int = 1,  # images in the batch
+    by_module: bool = False,  # also return {module name: FLOPs} for the top-level parts
+):
     "FLOPs of one forward pass on a batch of `batch` images of size x size (torch's count, 2 per MAC)."
     in_channels = getattr(model, "in_channels", None) or getattr(model.net, "in_channels")
     p = next(model.parameters())
@@ -198,23 +225,30 @@ def count_flops(model:nn.Module, # a DGSPNet (or DGSPNetPretrainer)
     try:
         with torch.no_grad():
             model(x)  # fill caches
-            with FlopCounterMode(display=False) as fc: model(x)
+            with FlopCounterMode(display=False) as fc:
+                model(x)
     finally:
         model.train(was_training)
     total = int(fc.get_total_flops())
-    if not by_module: return total
+    if not by_module:
+        return total
     root = type(model).__name__
-    parts = {k[len(root) + 1:]: int(sum(v.values())) for k, v in fc.get_flop_counts().items()
-             if k.startswith(root + ".") and k.count(".") == 1}
+    parts = {
+        k[len(root) + 1 :]: int(sum(v.values()))
+        for k, v in fc.get_flop_counts().items()
+        if k.startswith(root + ".") and k.count(".") == 1
+    }
     return total, parts
 
 # %% ../nbs/11_model.ipynb #cell031
 class DGSPNetPretrainer(nn.Module):
     "Reconstruction pretraining: DGSPNet's encoder + inversion net + prompt, reconstruction decoder, contrastive head."
-    def __init__(self,
-                 net:DGSPNet, # the model whose encoder and inversion net are pretrained (shared, not copied)
-                 recon_skips:bool=True, # skip connections in the reconstruction decoder (Fig. 1)
-                ):
+
+    def __init__(
+        self,
+        net: DGSPNet,  # the model whose encoder and inversion net are pretrained (shared, not copied)
+        recon_skips: bool = True,  # skip connections in the reconstruction decoder (Fig. 1)
+    ):
         super().__init__()
         # the net itself is not registered: its decoder, cross-attention and head take no part in pretraining, so
         # the pretrainer's parameters, state dict and `.to()` cover only what pretraining uses (and DDP finds no
@@ -227,18 +261,23 @@ class DGSPNetPretrainer(nn.Module):
         self.proj = None if te is None else nn.Linear(net.widths[-1], te.embed_dim)
         self.logit_scale = None if te is None else nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
-    def forward(self, x:torch.Tensor, # [B,in_channels,H,W], H and W multiples of 32
-                scenes:Sequence[str]|None=None, # per-image scene words
-               ) -> dict:
+    def forward(
+        self,
+        x: torch.Tensor,  # [B,in_channels,H,W], H and W multiples of 32
+        scenes: Sequence[str] | None = None,  # per-image scene words
+    ) -> dict:
         "dict(recon [B,in_channels,H,W], image_embed [B,D], text_embed [B,D], logit_scale (scalar, exp'd))."
         feats, text = self.net.forward_features(x, scenes)
         out = dict(recon=self.recon(feats), image_embed=None, text_embed=None, logit_scale=None)
         if text is not None:
-            out.update(image_embed=self.proj(feats[-1].detach().mean((2, 3))), text_embed=text.eot,
-                       logit_scale=self.logit_scale.exp().clamp(max=100.0))
+            out.update(
+                image_embed=self.proj(feats[-1].detach().mean((2, 3))),
+                text_embed=text.eot,
+                logit_scale=self.logit_scale.exp().clamp(max=100.0),
+            )
         return out
 
-    def param_groups(self, lr_inversion:float=3e-4, lr_other:float=1e-4) -> list[dict]:
+    def param_groups(self, lr_inversion: float = 3e-4, lr_other: float = 1e-4) -> list[dict]:
         "Optimizer parameter groups (Sec. 4.1): the inversion net, and every other trainable parameter."
         inv = set() if self.inversion is None else {id(p) for p in self.inversion.parameters()}
         other = [p for p in self.parameters() if p.requires_grad and id(p) not in inv]

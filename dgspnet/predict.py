@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_predict.ipynb #0c83c5df
 from __future__ import annotations
-import dgspnet.runtime  # first: sets OMP_WAIT_POLICY before torch loads
+import dgspnet.runtime  # noqa: F401 (imported first: sets OMP_WAIT_POLICY before torch loads)
 import math, sys, traceback
 from pathlib import Path
 import numpy as np
@@ -28,77 +28,107 @@ __all__ = ['FRAME_SUFFIXES', 'OUTPUT_KINDS', 'DETECTION_FIELDS', 'FRAME_FIELDS',
 
 # %% ../nbs/15_predict.ipynb #058eddf0
 FRAME_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
-OUTPUT_KINDS = ("prob", "mask", "overlay") # files per frame: <base>_<kind>.png
+OUTPUT_KINDS = ("prob", "mask", "overlay")  # files per frame: <base>_<kind>.png
 
 
 class PredictError(UserError, ValueError):
     "The run cannot start (bad input or output path); one line that names the path."
 
-def collect_frames(inputs:list, # folders (their image files) and/or image files
-                  ) -> list:
+
+def collect_frames(
+    inputs: list,  # folders (their image files) and/or image files
+) -> list:
     "The frames to predict, in the order given (each folder's files sorted by name), each once."
-    if not inputs: raise PredictError("no frames given: name a frames folder or image files")
+    if not inputs:
+        raise PredictError("no frames given: name a frames folder or image files")
     frames = []
     for i in map(Path, inputs):
         if i.is_dir():
             found = sorted(p for p in i.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
-            if not found: raise PredictError(f"{i}: no image files ({', '.join(FRAME_SUFFIXES)}) in this folder")
+            if not found:
+                raise PredictError(f"{i}: no image files ({', '.join(FRAME_SUFFIXES)}) in this folder")
             frames += found
         elif i.is_file():
-            if i.suffix.lower() not in FRAME_SUFFIXES: raise PredictError(f"{i}: not an image file (expected one of {', '.join(FRAME_SUFFIXES)})")
+            if i.suffix.lower() not in FRAME_SUFFIXES:
+                raise PredictError(f"{i}: not an image file (expected one of {', '.join(FRAME_SUFFIXES)})")
             frames.append(i)
-        else: raise PredictError(f"{i}: no such frames folder or file")
+        else:
+            raise PredictError(f"{i}: no such frames folder or file")
     seen = set()
     return [p for p in frames if not (p.resolve() in seen or seen.add(p.resolve()))]
 
 # %% ../nbs/15_predict.ipynb #7407a1b4
-def check_out_dir(out_dir, # where the outputs go
-                  inputs:list, # what the user gave as frames
-                  frames:list, # `collect_frames(inputs)`
-                 ) -> Path:
+def check_out_dir(
+    out_dir,  # where the outputs go
+    inputs: list,  # what the user gave as frames
+    frames: list,  # `collect_frames(inputs)`
+) -> Path:
     "`out_dir` if writing there cannot harm an input, else a `PredictError` saying why."
     out = Path(out_dir).resolve()
     homes = {Path(i).resolve() for i in inputs if Path(i).is_dir()} | {p.resolve().parent for p in frames}
     for h in sorted(homes):
         if out == h or h in out.parents:
-            raise PredictError(f"{out_dir}: the output folder is {'a frames folder' if out == h else 'inside the frames folder ' + str(h)}; choose a folder outside it")
-    if out.exists() and not out.is_dir(): raise PredictError(f"{out_dir}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out/"frames.csv").is_file():
-        raise PredictError(f"{out_dir}: not empty and not an earlier dgspnet_predict output (no frames.csv); choose a new or empty folder")
+            raise PredictError(
+                f"{out_dir}: the output folder is {'a frames folder' if out == h else 'inside the frames folder ' + str(h)}; choose a folder outside it"
+            )
+    if out.exists() and not out.is_dir():
+        raise PredictError(f"{out_dir}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "frames.csv").is_file():
+        raise PredictError(
+            f"{out_dir}: not empty and not an earlier dgspnet_predict output (no frames.csv); choose a new or empty folder"
+        )
     return Path(out_dir)
 
 # %% ../nbs/15_predict.ipynb #e86c3a21
-def output_bases(frames:list) -> list:
+def output_bases(frames: list) -> list:
     "One distinct output name per frame: `<stem>_<suffix>`, then `_2`, `_3`, ... when two frames would share it."
     used, bases = set(), []
     for p in frames:
         b = base = f"{p.stem}_{p.suffix.lstrip('.').lower()}"
         n = 1
-        while b.lower() in used: n += 1; b = f"{base}_{n}"
-        used.add(b.lower()); bases.append(b)
+        while b.lower() in used:
+            n += 1
+            b = f"{base}_{n}"
+        used.add(b.lower())
+        bases.append(b)
     return bases
 
 # %% ../nbs/15_predict.ipynb #a358f5a7
 DETECTION_FIELDS = ("frame", "target", "x", "y", "area", "left", "top", "width", "height", "peak_prob", "mean_prob")
 
-def detect(prob:np.ndarray, # (H,W) probabilities
-           threshold:float, # a pixel is target when its probability is above this
-           frame:str="", # the frame's path, copied into each record
-          ) -> list:
+
+def detect(
+    prob: np.ndarray,  # (H,W) probabilities
+    threshold: float,  # a pixel is target when its probability is above this
+    frame: str = "",  # the frame's path, copied into each record
+) -> list:
     "One record (dict with `DETECTION_FIELDS`) per 8-connected component of `prob > threshold`."
     recs = []
     for k, r in enumerate(regionprops(label(prob > threshold, connectivity=2), intensity_image=prob), 1):
         y0, x0, y1, x1 = r.bbox
         v = prob[r.coords[:, 0], r.coords[:, 1]]
-        recs.append(dict(frame=frame, target=k, x=round(float(r.centroid[1]), 2), y=round(float(r.centroid[0]), 2),
-                         area=int(r.area), left=x0, top=y0, width=x1 - x0, height=y1 - y0,
-                         peak_prob=round(float(v.max()), 4), mean_prob=round(float(v.mean()), 4)))
+        recs.append(
+            dict(
+                frame=frame,
+                target=k,
+                x=round(float(r.centroid[1]), 2),
+                y=round(float(r.centroid[0]), 2),
+                area=int(r.area),
+                left=x0,
+                top=y0,
+                width=x1 - x0,
+                height=y1 - y0,
+                peak_prob=round(float(v.max()), 4),
+                mean_prob=round(float(v.mean()), 4),
+            )
+        )
     return recs
 
 # %% ../nbs/15_predict.ipynb #da458e6f
-def mark_detections(rgb:np.ndarray, # (H,W,3) float in [0,1] (`overlay`)
-                    dets:list, # `detect` records
-                   ) -> Image.Image:
+def mark_detections(
+    rgb: np.ndarray,  # (H,W,3) float in [0,1] (`overlay`)
+    dets: list,  # `detect` records
+) -> Image.Image:
     "The overlay as an 8-bit RGB image with a circle and the id drawn around each detection."
     im = Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8))
     draw = ImageDraw.Draw(im)
@@ -112,108 +142,168 @@ def mark_detections(rgb:np.ndarray, # (H,W,3) float in [0,1] (`overlay`)
 class FrameError(Exception):
     "One frame could not be predicted; the message names the file."
 
-def predict_frame(trained:Trained, path:Path, tile:int, overlap:int, intensity:str="auto") -> tuple:
+
+def predict_frame(trained: Trained, path: Path, tile: int, overlap: int, intensity: str = "auto") -> tuple:
     "(image on [0, 1], probability map, `Intensity` applied) of one frame; a `FrameError`/`DatasetError` naming it."
     img, rule = read_frame(path, intensity)
-    if not np.isfinite(img).all(): raise FrameError(f"{path}: the image has non-finite pixel values (NaN or inf)")
-    try: prob = predict_tiled(trained.net, img, trained.stats, tile, overlap)
+    if not np.isfinite(img).all():
+        raise FrameError(f"{path}: the image has non-finite pixel values (NaN or inf)")
+    try:
+        prob = predict_tiled(trained.net, img, trained.stats, tile, overlap)
     except RuntimeError as e:
-        if torch.cuda.is_available(): torch.cuda.empty_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         oom = isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise FrameError(f"{path}: {'out of memory' if oom else 'the network failed'} on this {img.shape[0]}x{img.shape[1]} frame "
-                         f"({type(e).__name__}: {first}); try a smaller --tile (now {tile})") from e
-    if not np.isfinite(prob).all(): raise FrameError(f"{path}: the network's output is not finite (NaN or inf)")
+        raise FrameError(
+            f"{path}: {'out of memory' if oom else 'the network failed'} on this {img.shape[0]}x{img.shape[1]} frame "
+            f"({type(e).__name__}: {first}); try a smaller --tile (now {tile})"
+        ) from e
+    if not np.isfinite(prob).all():
+        raise FrameError(f"{path}: the network's output is not finite (NaN or inf)")
     return img, prob, rule
 
 # %% ../nbs/15_predict.ipynb #ebbf2c8d
 FRAME_FIELDS = ("frame", "status", "targets", "intensity", "warning", "outputs", "error")
 RUNTIMES = ("torch", "onnx")
 
-def load_for_predict(model, # model.pt (runtime "torch") or model.onnx (runtime "onnx")
-                     runtime:str="torch", device="cpu") -> Trained:
+
+def load_for_predict(
+    model,  # model.pt (runtime "torch") or model.onnx (runtime "onnx")
+    runtime: str = "torch",
+    device="cpu",
+) -> Trained:
     "The model to predict with: PyTorch in channels_last, or the ONNX graph run by onnxruntime (CPU)."
-    if runtime not in RUNTIMES: raise PredictError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime not in RUNTIMES:
+        raise PredictError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if runtime == "torch":
-        if str(model).endswith(".onnx"): raise PredictError(f"{model}: an ONNX file; add --runtime onnx")
+        if str(model).endswith(".onnx"):
+            raise PredictError(f"{model}: an ONNX file; add --runtime onnx")
         trained = load_trained(model, pick_device(device))
         to_channels_last(trained.net)
         return trained
     from dgspnet.export import load_onnx
+
     if str(model).endswith(".pt"):
-        raise PredictError(f"{model}: --runtime onnx runs a model.onnx; write it first: dgspnet_export {model} model.onnx")
+        raise PredictError(
+            f"{model}: --runtime onnx runs a model.onnx; write it first: dgspnet_export {model} model.onnx"
+        )
     return load_onnx(model)
 
-def predict_frames(model, # a `Trained`, or the path of model.pt (model.onnx with runtime="onnx")
-                   inputs:list, # frames folders and/or image files
-                   out_dir, # new, empty or an earlier run's output folder
-                   threshold:float|None=None, # probability cut (None: the checkpoint's evaluate.threshold)
-                   device="cpu", # torch device (when `model` is a path)
-                   tile:int=1024, # frames larger than this on a side go in tiles
-                   overlap:int=128, # pixels shared by neighbouring tiles
-                   intensity="auto", # values to [0, 1]: "auto" (the `dgspnet.data` intensity table) or a forced rule
-                   progress:bool=True, # tqdm bar on stderr
-                   debug:bool=False, # print each failed frame's traceback
-                   runtime:str="torch", # "torch" (model.pt) or "onnx" (a model.onnx from dgspnet_export)
-                  ) -> dict:
+
+def predict_frames(
+    model,  # a `Trained`, or the path of model.pt (model.onnx with runtime="onnx")
+    inputs: list,  # frames folders and/or image files
+    out_dir,  # new, empty or an earlier run's output folder
+    threshold: float | None = None,  # probability cut (None: the checkpoint's evaluate.threshold)
+    device="cpu",  # torch device (when `model` is a path)
+    tile: int = 1024,  # frames larger than this on a side go in tiles
+    overlap: int = 128,  # pixels shared by neighbouring tiles
+    intensity="auto",  # values to [0, 1]: "auto" (the `dgspnet.data` intensity table) or a forced rule
+    progress: bool = True,  # tqdm bar on stderr
+    debug: bool = False,  # print each failed frame's traceback
+    runtime: str = "torch",  # "torch" (model.pt) or "onnx" (a model.onnx from dgspnet_export)
+) -> dict:
     "Predict every frame -> dict: frames, detections (the csv rows), failed, warnings ({frame: message})."
     inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     frames = collect_frames(inputs)
     out = check_out_dir(out_dir, inputs, frames)
-    if not 32 <= tile or not 0 <= overlap <= tile // 2: raise PredictError(f"need --tile >= 32 and 0 <= --overlap <= tile/2, got {tile}, {overlap}")
-    try: intensity = check_intensity(intensity)
-    except UserError as e: raise PredictError(f"--{e}") from None
+    if not 32 <= tile or not 0 <= overlap <= tile // 2:
+        raise PredictError(f"need --tile >= 32 and 0 <= --overlap <= tile/2, got {tile}, {overlap}")
+    try:
+        intensity = check_intensity(intensity)
+    except UserError as e:
+        raise PredictError(f"--{e}") from None
     trained = model if isinstance(model, Trained) else load_for_predict(model, runtime, device)
     threshold = trained.threshold if threshold is None else threshold
-    if not 0 <= threshold < 1: raise PredictError(f"--threshold must be in [0, 1), got {threshold}")
+    if not 0 <= threshold < 1:
+        raise PredictError(f"--threshold must be in [0, 1), got {threshold}")
     out.mkdir(parents=True, exist_ok=True)
     rows, dets, failed, warned = [], [], {}, {}
-    for p, base in zip(tqdm(frames, desc="predict", unit="frame", mininterval=1, disable=not progress, file=sys.stderr), output_bases(frames)):
-        files = [out/f"{base}_{k}.png" for k in OUTPUT_KINDS]
+    for p, base in zip(
+        tqdm(frames, desc="predict", unit="frame", mininterval=1, disable=not progress, file=sys.stderr),
+        output_bases(frames),
+    ):
+        files = [out / f"{base}_{k}.png" for k in OUTPUT_KINDS]
         try:
             img, prob, rule = predict_frame(trained, p, tile, overlap, intensity)
-            d = detect(prob, threshold, str(p)); mask = prob > threshold
+            d = detect(prob, threshold, str(p))
+            mask = prob > threshold
             Image.fromarray(np.round(prob * 255).astype(np.uint8)).save(files[0])
             Image.fromarray(mask.astype(np.uint8) * 255).save(files[1])
             mark_detections(overlay(img, mask), d).save(files[2])
         except Exception as e:
             msg = str(e) if str(p) in str(e) else f"{p}: {type(e).__name__}: {e}"
             msg = " ".join(msg.split())
-            failed[str(p)] = msg; tqdm.write(f"ERROR {msg}", file=sys.stderr)
-            if debug: traceback.print_exc()
-            for f in files: f.unlink(missing_ok=True)
-            rows.append(dict(frame=str(p), status="failed", targets="", intensity="", warning="", outputs="",
-                             error=msg))
+            failed[str(p)] = msg
+            tqdm.write(f"ERROR {msg}", file=sys.stderr)
+            if debug:
+                traceback.print_exc()
+            for f in files:
+                f.unlink(missing_ok=True)
+            rows.append(
+                dict(frame=str(p), status="failed", targets="", intensity="", warning="", outputs="", error=msg)
+            )
             continue
         dets += d
         if rule.warning:
             warned[str(p)] = rule.warning
             tqdm.write(f"WARNING {p}: {rule.warning} ({rule.note})", file=sys.stderr)
-        rows.append(dict(frame=str(p), status="ok", targets=len(d), intensity=rule.note, warning=rule.warning,
-                         outputs=" ".join(f.name for f in files), error=""))
-    write_csv(out/"frames.csv", FRAME_FIELDS, rows)
-    write_csv(out/"detections.csv", DETECTION_FIELDS, dets)
-    err = out/"errors.txt"
-    if failed: err.write_text("".join(f"{v}\n" for v in failed.values()))
-    else: err.unlink(missing_ok=True)
-    return dict(frames=rows, detections=dets, failed=failed, warnings=warned,
-                text_tower_random=trained.text_tower_random)
+        rows.append(
+            dict(
+                frame=str(p),
+                status="ok",
+                targets=len(d),
+                intensity=rule.note,
+                warning=rule.warning,
+                outputs=" ".join(f.name for f in files),
+                error="",
+            )
+        )
+    write_csv(out / "frames.csv", FRAME_FIELDS, rows)
+    write_csv(out / "detections.csv", DETECTION_FIELDS, dets)
+    err = out / "errors.txt"
+    if failed:
+        err.write_text("".join(f"{v}\n" for v in failed.values()))
+    else:
+        err.unlink(missing_ok=True)
+    return dict(
+        frames=rows, detections=dets, failed=failed, warnings=warned, text_tower_random=trained.text_tower_random
+    )
 
 # %% ../nbs/15_predict.ipynb #cee1bdf8
-def run_predict(checkpoint, paths:list, threshold=None, device="cpu", tile=1024, overlap=128, threads=0, debug=False,
-                intensity="auto", runtime="torch") -> int:
+def run_predict(
+    checkpoint,
+    paths: list,
+    threshold=None,
+    device="cpu",
+    tile=1024,
+    overlap=128,
+    threads=0,
+    debug=False,
+    intensity="auto",
+    runtime="torch",
+) -> int:
     "The command line's work; returns its exit status (0 all done, 1 some frames failed, 2 could not start)."
     set_threads(threads)
     try:
-        if len(paths) < 2: raise PredictError("give the frames (folders or files) and then the output folder")
-        res = predict_frames(checkpoint, paths[:-1], paths[-1], threshold, device, tile, overlap, intensity,
-                             debug=debug, runtime=runtime)
+        if len(paths) < 2:
+            raise PredictError("give the frames (folders or files) and then the output folder")
+        res = predict_frames(
+            checkpoint, paths[:-1], paths[-1], threshold, device, tile, overlap, intensity, debug=debug, runtime=runtime
+        )
     except (PredictError, CheckpointError, ClipWeightsMissing) as e:
-        if debug: raise
-        print(f"dgspnet_predict: error: {e}", file=sys.stderr); return 2
-    if res["text_tower_random"]: print(RANDOM_TEXT_WARNING, file=sys.stderr)
+        if debug:
+            raise
+        print(f"dgspnet_predict: error: {e}", file=sys.stderr)
+        return 2
+    if res["text_tower_random"]:
+        print(RANDOM_TEXT_WARNING, file=sys.stderr)
     ok = [r for r in res["frames"] if r["status"] == "ok"]
-    print(f"{len(ok)} frame(s) predicted, {len(res['detections'])} target(s) -> {paths[-1]} "
-          f"(frames.csv, detections.csv); {len(res['failed'])} failed" + (" (errors.txt)" if res["failed"] else "")
-          + (f"; {len(res['warnings'])} with an intensity warning (frames.csv)" if res["warnings"] else ""))
+    print(
+        f"{len(ok)} frame(s) predicted, {len(res['detections'])} target(s) -> {paths[-1]} "
+        f"(frames.csv, detections.csv); {len(res['failed'])} failed"
+        + (" (errors.txt)" if res["failed"] else "")
+        + (f"; {len(res['warnings'])} with an intensity warning (frames.csv)" if res["warnings"] else "")
+    )
     return 1 if res["failed"] else 0

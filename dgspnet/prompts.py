@@ -28,10 +28,11 @@ FINE_MARKER = re.compile(r"s(\d+)\*")  # s1*, s2*, ... in a template
 PLACEHOLDER = "*"  # the word each marker becomes before tokenizing; its embedding is replaced by s*_i
 
 # %% ../nbs/08_prompts.ipynb #cell008
-def fill_template(template:str, # prompt template with s1*..sn* markers (and optionally a {scene} slot)
-                  scene:str="", # coarse scene word ("" for none)
-                  placeholder:Optional[str]=PLACEHOLDER, # word each marker becomes; None keeps the markers (for display)
-                 ) -> str:
+def fill_template(
+    template: str,  # prompt template with s1*..sn* markers (and optionally a {scene} slot)
+    scene: str = "",  # coarse scene word ("" for none)
+    placeholder: Optional[str] = PLACEHOLDER,  # word each marker becomes; None keeps the markers (for display)
+) -> str:
     "The prompt text: the scene word at `{scene}` or before the last 'background', markers replaced by `placeholder`."
     scene = " ".join(str(scene or "").split())
     if any(c in scene for c in "*{}"):
@@ -41,21 +42,26 @@ def fill_template(template:str, # prompt template with s1*..sn* markers (and opt
     elif scene:
         last = [m.start() for m in re.finditer(r"\bbackground\b", template)]
         if not last:
-            raise ValueError(f"template {template!r} has no 'background' word or '{{scene}}' slot for the scene word {scene!r}")
-        text = template[:last[-1]] + scene + " " + template[last[-1]:]
+            raise ValueError(
+                f"template {template!r} has no 'background' word or '{{scene}}' slot for the scene word {scene!r}"
+            )
+        text = template[: last[-1]] + scene + " " + template[last[-1] :]
     else:
         text = template
     return text if placeholder is None else FINE_MARKER.sub(placeholder, text)
 
 # %% ../nbs/08_prompts.ipynb #cell010
-def fine_marker_order(template:str, # prompt template with s1*..sn* markers
-                      n_fine_tokens:int, # how many fine tokens the template must hold
-                     ) -> list[int]:
+def fine_marker_order(
+    template: str,  # prompt template with s1*..sn* markers
+    n_fine_tokens: int,  # how many fine tokens the template must hold
+) -> list[int]:
     "Fine-token index (0-based) of each marker in text order; checks the markers are exactly s1*..sn*, once each."
     order = [int(i) - 1 for i in FINE_MARKER.findall(template)]
     if sorted(order) != list(range(n_fine_tokens)):
-        raise ValueError(f"template {template!r} must contain the markers s1*..s{n_fine_tokens}* once each "
-                         f"(n_fine_tokens={n_fine_tokens}); found {[f's{i + 1}*' for i in order]}")
+        raise ValueError(
+            f"template {template!r} must contain the markers s1*..s{n_fine_tokens}* once each "
+            f"(n_fine_tokens={n_fine_tokens}); found {[f's{i + 1}*' for i in order]}"
+        )
     if PLACEHOLDER in FINE_MARKER.sub("", template):
         raise ValueError(f"template {template!r} uses {PLACEHOLDER!r} outside the s<i>* markers")
     return order
@@ -63,11 +69,13 @@ def fine_marker_order(template:str, # prompt template with s1*..sn* markers
 # %% ../nbs/08_prompts.ipynb #cell013
 class DualGranularityPrompt(nn.Module):
     "Coarse template + scene word + fine-grained tokens s*_i -> encoded prompt features (section 3.3, Table 3)."
-    def __init__(self,
-                 text_encoder:TextEncoder, # the frozen CLIP text tower
-                 n_fine_tokens:int=2, # n_t, fine-grained tokens per image (Table 3: 0..4, best 2)
-                 template:Optional[str]=None, # None: PROMPT_TEMPLATES[n_fine_tokens]; else a template with s1*..sn*
-                ):
+
+    def __init__(
+        self,
+        text_encoder: TextEncoder,  # the frozen CLIP text tower
+        n_fine_tokens: int = 2,  # n_t, fine-grained tokens per image (Table 3: 0..4, best 2)
+        template: Optional[str] = None,  # None: PROMPT_TEMPLATES[n_fine_tokens]; else a template with s1*..sn*
+    ):
         super().__init__()
         if template is None:
             if n_fine_tokens not in PROMPT_TEMPLATES:
@@ -82,30 +90,39 @@ class DualGranularityPrompt(nn.Module):
         self._tokens = {}  # prompt text -> (token ids [77], fine-token positions [n])
 
     @property
-    def width(self) -> int: return self.text_encoder.width
+    def width(self) -> int:
+        return self.text_encoder.width
 
-    def prompt_texts(self, scenes:list[str], # one scene word per image ("" for none)
-                    ) -> list[str]:
+    def prompt_texts(
+        self,
+        scenes: list[str],  # one scene word per image ("" for none)
+    ) -> list[str]:
         "The prompts of a batch, with the s<i>* markers shown (for logs and reports)."
         return [fill_template(self.template, s, placeholder=None) for s in scenes]
 
-    def tokenize(self, scene:str="", # coarse scene word ("" for none)
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokenize(
+        self,
+        scene: str = "",  # coarse scene word ("" for none)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         "Token ids [77] of the prompt for `scene` and the positions [n] of s*_1..s*_n in it (cached per prompt text)."
         text = fill_template(self.template, scene)
         if text not in self._tokens:
             ids = self.text_encoder.tokenize([text])[0]
             pos = (ids == self.placeholder_id).nonzero().flatten()
             if len(pos) != self.n_fine_tokens:
-                raise ValueError(f"prompt {text!r} has {len(pos)} placeholder tokens, expected {self.n_fine_tokens} "
-                                 f"(longer than {len(ids)} tokens, or markers written without spaces?)")
+                raise ValueError(
+                    f"prompt {text!r} has {len(pos)} placeholder tokens, expected {self.n_fine_tokens} "
+                    f"(longer than {len(ids)} tokens, or markers written without spaces?)"
+                )
             self._tokens[text] = (ids, pos[self._marker_rank])
         return self._tokens[text]
 
-    def forward(self, fine:Optional[torch.Tensor]=None, # [B, n_fine_tokens, width] from the inversion net
-                scenes:Optional[list[str]]=None, # B scene words ("" for none); None: no scene words
-                batch_size:Optional[int]=None, # B when neither fine nor scenes give it (n_fine_tokens=0)
-               ) -> TextFeatures:
+    def forward(
+        self,
+        fine: Optional[torch.Tensor] = None,  # [B, n_fine_tokens, width] from the inversion net
+        scenes: Optional[list[str]] = None,  # B scene words ("" for none); None: no scene words
+        batch_size: Optional[int] = None,  # B when neither fine nor scenes give it (n_fine_tokens=0)
+    ) -> TextFeatures:
         "Encode the batch's prompts: f_text `seq` [B,L,width], f_text^[eot] `eot` [B,embed_dim], `mask` [B,L]."
         n, w = self.n_fine_tokens, self.width
         if fine is not None and (fine.dim() != 3 or tuple(fine.shape[1:]) != (n, w)):
@@ -115,8 +132,10 @@ class DualGranularityPrompt(nn.Module):
         B = fine.shape[0] if fine is not None else len(scenes) if scenes is not None else batch_size or 1
         scenes = [""] * B if scenes is None else list(scenes)
         if len(scenes) != B or (batch_size is not None and batch_size != B):
-            raise ValueError(f"batch size mismatch: fine {None if fine is None else tuple(fine.shape)}, "
-                             f"{len(scenes)} scene words, batch_size={batch_size}")
+            raise ValueError(
+                f"batch size mismatch: fine {None if fine is None else tuple(fine.shape)}, "
+                f"{len(scenes)} scene words, batch_size={batch_size}"
+            )
         ids, pos = zip(*(self.tokenize(s) for s in scenes))
         if n == 0:
             return self.text_encoder(torch.stack(ids))

@@ -5,6 +5,7 @@
 # %% ../nbs/00a_runtime.ipynb #681fce78
 from __future__ import annotations
 import os
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see "Threads on a shared CPU"
 import errno, json, random, signal, socket, sys, threading, time
 from pathlib import Path
@@ -19,23 +20,29 @@ __all__ = ['PRECISIONS', 'seed_everything', 'pick_device', 'set_threads', 'autoc
            'not_writable', 'OutputInUse', 'OutputLock']
 
 # %% ../nbs/00a_runtime.ipynb #5f73a2fa
-def seed_everything(seed:int=0, # the run's seed (base.seed)
-                    deterministic:bool|str=True, # True: deterministic kernels only; "warn": warn on others; False: off
-                   ):
+def seed_everything(
+    seed: int = 0,  # the run's seed (base.seed)
+    deterministic: bool | str = True,  # True: deterministic kernels only; "warn": warn on others; False: off
+):
     "Seed python, numpy and torch; set torch's deterministic mode (`base.deterministic`)."
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
     torch.use_deterministic_algorithms(bool(deterministic), warn_only=deterministic == "warn")
     torch.backends.cudnn.benchmark = not deterministic  # autotuned kernels only when numbers may vary
     torch.backends.cudnn.deterministic = bool(deterministic)
 
 # %% ../nbs/00a_runtime.ipynb #e467921b
-def pick_device(name:str="auto", # "auto", "cpu", "cuda", "cuda:1", ...
-                setting:str="base.device", # where the name came from, for the error message
-               ) -> torch.device:
+def pick_device(
+    name: str = "auto",  # "auto", "cpu", "cuda", "cuda:1", ...
+    setting: str = "base.device",  # where the name came from, for the error message
+) -> torch.device:
     "`auto` -> cuda if available, else cpu; a name torch does not know, or a GPU this machine lacks, is a `UserError`."
-    if name == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try: dev = torch.device(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
     except (RuntimeError, TypeError) as e:
         raise UserError(f"{setting}={name!r} is not a torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -44,21 +51,28 @@ def pick_device(name:str="auto", # "auto", "cpu", "cuda", "cuda:1", ...
         raise UserError(f"{setting}={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
-def set_threads(n:int=2, # threads; 0: torch's default
-                setting:str="base.threads", # where the number came from, for the error message
-               ):
+
+def set_threads(
+    n: int = 2,  # threads; 0: torch's default
+    setting: str = "base.threads",  # where the number came from, for the error message
+):
     "Torch intra-op threads for this process (CPU); a negative number is a `UserError`."
-    if n < 0: raise UserError(f"{setting}={n}: give a number of threads >= 1, or 0 for torch's default")
-    if n > 0: torch.set_num_threads(int(n))
+    if n < 0:
+        raise UserError(f"{setting}={n}: give a number of threads >= 1, or 0 for torch's default")
+    if n > 0:
+        torch.set_num_threads(int(n))
 
 # %% ../nbs/00a_runtime.ipynb #531265e3
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
-def autocast_dtype(precision:str, # base.precision
-                   device:torch.device,
-                  ) -> torch.dtype|None:
+
+def autocast_dtype(
+    precision: str,  # base.precision
+    device: torch.device,
+) -> torch.dtype | None:
     "The autocast dtype of `precision` on `device`, or None for plain fp32."
-    if precision not in PRECISIONS: raise ValueError(f"base.precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"base.precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -66,72 +80,100 @@ def autocast_dtype(precision:str, # base.precision
 # %% ../nbs/00a_runtime.ipynb #5fcb6768
 class StopRequest:
     "True once `max_minutes` have passed since it was made or SIGTERM arrived (agreed over all processes)."
-    def __init__(self, max_minutes:float=0.0):
+
+    def __init__(self, max_minutes: float = 0.0):
         self.deadline = time.monotonic() + 60 * max_minutes if max_minutes > 0 else None
         self.reason, self._old = None, None
+
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGTERM, self._term)
         return self
+
     def __exit__(self, *exc):
-        if self._old is not None: signal.signal(signal.SIGTERM, self._old)
-    def _term(self, signum, frame): self.reason = "SIGTERM received"
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+    def _term(self, signum, frame):
+        self.reason = "SIGTERM received"
+
     def __bool__(self) -> bool:
         if self.reason is None and self.deadline is not None and time.monotonic() > self.deadline:
             self.reason = "time budget base.max_minutes reached"
         stop = self.reason is not None
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            t = torch.tensor([float(stop)]); dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            if t.item() and not stop: self.reason, stop = "another process stopped", True
+            t = torch.tensor([float(stop)])
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            if t.item() and not stop:
+                self.reason, stop = "another process stopped", True
         return stop
 
 # %% ../nbs/00a_runtime.ipynb #8be5a0e1
 class FolderNotWritable(UserError, OSError):
     "A folder a run writes into is full or read-only; the message names it and says what was and was not written."
 
-_NOT_WRITABLE = {errno.ENOSPC: "is full (no space left on its device)", errno.EDQUOT: "is full (disk quota exceeded)",
-                 errno.EROFS: "is read-only (read-only file system)",
-                 errno.EACCES: "is read-only for this user (permission denied)",
-                 errno.EPERM: "is read-only for this user (operation not permitted)"}
 
-def not_writable(folder, # the folder the failed write was in
-                 err:OSError, # what the write raised
-                 outcome:str, # what was and was not written, e.g. "model.pt was not saved; nothing was lost"
-                ) -> FolderNotWritable|None:
+_NOT_WRITABLE = {
+    errno.ENOSPC: "is full (no space left on its device)",
+    errno.EDQUOT: "is full (disk quota exceeded)",
+    errno.EROFS: "is read-only (read-only file system)",
+    errno.EACCES: "is read-only for this user (permission denied)",
+    errno.EPERM: "is read-only for this user (operation not permitted)",
+}
+
+
+def not_writable(
+    folder,  # the folder the failed write was in
+    err: OSError,  # what the write raised
+    outcome: str,  # what was and was not written, e.g. "model.pt was not saved; nothing was lost"
+) -> FolderNotWritable | None:
     "The one-line error for `err` when `folder` is full or read-only; None for any other error."
     why = _NOT_WRITABLE.get(getattr(err, "errno", None))
-    if why is None: return None
-    return FolderNotWritable(f"{folder}: the folder {why}; {outcome}. "
-                             "Free space or make the folder writable, then run the same command again")
+    if why is None:
+        return None
+    return FolderNotWritable(
+        f"{folder}: the folder {why}; {outcome}. "
+        "Free space or make the folder writable, then run the same command again"
+    )
 
 # %% ../nbs/00a_runtime.ipynb #a8de947c
 class OutputInUse(UserError):
     "Another run holds the output folder's lock; the message names it (pid, host, start time)."
 
+
 class OutputLock:
     "Context manager: the exclusive lock of output folder `out_dir` (`<out_dir>.lock` beside it) and its holder file."
+
     def __init__(self, out_dir):
         out = Path(out_dir).absolute()
         self.out, self.path = out, out.with_name(out.name + ".lock")
         self.holder = out.with_name(out.name + ".lock.json")
         self._lock = FileLock(self.path)
+
     def _other(self) -> str:
-        try: h = json.loads(self.holder.read_text())
-        except (OSError, ValueError): return "a run that is just starting"
+        try:
+            h = json.loads(self.holder.read_text())
+        except (OSError, ValueError):
+            return "a run that is just starting"
         return f"pid {h['pid']} on {h['host']}, started {h['started']}: {h['command']}"
+
     def __enter__(self):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire(timeout=0)
         except Timeout:
-            raise OutputInUse(f"{self.out}: another run is writing into this folder ({self._other()}); wait for it to "
-                              "end or stop it, or give this run another output folder") from None
+            raise OutputInUse(
+                f"{self.out}: another run is writing into this folder ({self._other()}); wait for it to "
+                "end or stop it, or give this run another output folder"
+            ) from None
         except OSError as e:
             raise not_writable(self.path.parent, e, "the run has not started; nothing was written") or e
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        self.holder.write_text(json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), started=started,
-                                               command=" ".join(sys.argv))))
+        self.holder.write_text(
+            json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), started=started, command=" ".join(sys.argv)))
+        )
         return self
+
     def __exit__(self, *exc):
         self.holder.unlink(missing_ok=True)
         self._lock.release()

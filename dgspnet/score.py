@@ -4,7 +4,7 @@
 
 # %% ../nbs/14a_score.ipynb #dae7121b
 from __future__ import annotations
-import json, sys, tempfile
+import json, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -24,64 +24,88 @@ PREDICTION_SUFFIXES = (".png", ".npy")
 # stored value -> [0, 1]; Pillow reads a 16-bit PNG as uint16 or int32
 SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.int32): 65535.0}
 
-def read_prediction(path, # a .png (1, 8 or 16 bit, one channel) or .npy file
-                   ) -> np.ndarray: # float32 (H, W) in [0, 1]
+
+def read_prediction(
+    path,  # a .png (1, 8 or 16 bit, one channel) or .npy file
+) -> np.ndarray:  # float32 (H, W) in [0, 1]
     "A predicted mask or probability map as float32 (H, W) in [0, 1]; `ValueError` saying what is wrong otherwise."
     p = Path(path)
-    if p.suffix.lower() == ".npy": a = np.load(p, allow_pickle=False)
+    if p.suffix.lower() == ".npy":
+        a = np.load(p, allow_pickle=False)
     else:
         with Image.open(p) as im:
             if im.mode not in ("1", "L", "I", "I;16", "I;16B"):
                 raise ValueError(f"PNG mode {im.mode}: save one channel, 8 or 16 bit")
             a = np.asarray(im)
-    if a.ndim == 3 and a.shape[0] == 1: a = a[0]
-    if a.ndim != 2: raise ValueError(f"shape {a.shape}: a prediction is one (H, W) map")
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 2:
+        raise ValueError(f"shape {a.shape}: a prediction is one (H, W) map")
     a = a.astype(np.float32) / SCALES.get(a.dtype, 1.0) if a.dtype != bool else a.astype(np.float32)
     if np.isnan(a).any() or a.min() < 0 or a.max() > 1:
-        raise ValueError(f"values in [{np.nanmin(a):g}, {np.nanmax(a):g}], not in [0, 1]: save probabilities "
-                         "(sigmoid of the logits) or a 0/255 mask")
+        raise ValueError(
+            f"values in [{np.nanmin(a):g}, {np.nanmax(a):g}], not in [0, 1]: save probabilities "
+            "(sigmoid of the logits) or a 0/255 mask"
+        )
     return a
 
 # %% ../nbs/14a_score.ipynb #86f94518
-def match_predictions(folder, # folder of prediction files
-                      names:list, # the split's image names
-                      suffix:str="", # the end of every prediction's stem after the image name, e.g. "_png_mask"
-                     ) -> tuple[dict, list]: # ({name: path} of the predictions found, problem lines)
+def match_predictions(
+    folder,  # folder of prediction files
+    names: list,  # the split's image names
+    suffix: str = "",  # the end of every prediction's stem after the image name, e.g. "_png_mask"
+) -> tuple[dict, list]:  # ({name: path} of the predictions found, problem lines)
     "The prediction file of each split name (matched by stem), and one problem line per missing, extra or doubled file."
     folder = Path(folder)
-    if not folder.is_dir(): raise UserError(f"predictions {folder}: no such folder; give the folder of predicted masks")
+    if not folder.is_dir():
+        raise UserError(f"predictions {folder}: no such folder; give the folder of predicted masks")
     by_stem = {}
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.suffix.lower() in PREDICTION_SUFFIXES and p.stem.endswith(suffix):
-            by_stem.setdefault(p.stem[:len(p.stem) - len(suffix)], []).append(p)
+            by_stem.setdefault(p.stem[: len(p.stem) - len(suffix)], []).append(p)
     split = set(names)
-    problems = [f"{folder/n}{suffix}.png: missing, no prediction for split image {n} (.png or .npy)"
-                for n in names if n not in by_stem]
+    problems = [
+        f"{folder / n}{suffix}.png: missing, no prediction for split image {n} (.png or .npy)"
+        for n in names
+        if n not in by_stem
+    ]
     problems += [f"{ps[0]}: extra, {s} is not an image of the split" for s, ps in by_stem.items() if s not in split]
-    problems += [f"{ps[0]}: doubled, {', '.join(p.name for p in ps)} predict the same image; keep one"
-                 for s, ps in by_stem.items() if s in split and len(ps) > 1]
+    problems += [
+        f"{ps[0]}: doubled, {', '.join(p.name for p in ps)} predict the same image; keep one"
+        for s, ps in by_stem.items()
+        if s in split and len(ps) > 1
+    ]
     return {n: by_stem[n][0] for n in names if len(by_stem.get(n, [])) == 1}, problems
 
 # %% ../nbs/14a_score.ipynb #77dcacb7
 FA_DEFINITIONS = {
     "Fa_1e-6": "pixel-level: pixels of predicted components matched to no target / all pixels, x 1e6",
-    "Fa_targets_per_image": "target-level: predicted components matched to no target / images"}
+    "Fa_targets_per_image": "target-level: predicted components matched to no target / images",
+}
 
-def image_counts(prob, # (H, W) probabilities in [0, 1]
-                 gt:np.ndarray, # (H, W) bool ground truth
-                 threshold:float=0.5, # a pixel is target when prob > threshold
-                 max_distance:float=3.0, # Pd match radius (px), as `SegmentationMetrics`
-                ) -> dict: # targets, detected, fa_pixels, false_targets, pixels
+
+def image_counts(
+    prob,  # (H, W) probabilities in [0, 1]
+    gt: np.ndarray,  # (H, W) bool ground truth
+    threshold: float = 0.5,  # a pixel is target when prob > threshold
+    max_distance: float = 3.0,  # Pd match radius (px), as `SegmentationMetrics`
+) -> dict:  # targets, detected, fa_pixels, false_targets, pixels
     "Pd/Fa counts of one image under both false-alarm definitions."
     pred = binarize(prob, threshold)[0]
     targets, detected, fa_pixels = match_targets(pred, gt, max_distance)
-    return dict(targets=targets, detected=detected, fa_pixels=fa_pixels,
-                false_targets=int(label(pred, connectivity=2).max()) - detected, pixels=int(pred.size))
+    return dict(
+        targets=targets,
+        detected=detected,
+        fa_pixels=fa_pixels,
+        false_targets=int(label(pred, connectivity=2).max()) - detected,
+        pixels=int(pred.size),
+    )
 
 # %% ../nbs/14a_score.ipynb #a6f46a9b
 @contextmanager
-def manifest_of(dataset, # a manifest.json, or a dataset folder
-               ):
+def manifest_of(
+    dataset,  # a manifest.json, or a dataset folder
+):
     "The manifest.json of `dataset`: the file itself, or the folder prepared as `dgspnet_prepare` does (temporarily)."
     p = Path(dataset)
     if p.is_file():
@@ -89,19 +113,24 @@ def manifest_of(dataset, # a manifest.json, or a dataset folder
         return
     if not p.is_dir():
         raise UserError(f"dataset {p}: no such file or folder; give a dataset folder or its manifest.json")
-    with tempfile.TemporaryDirectory(prefix="dgspnet_score_") as tmp: yield prepare_dataset(p, tmp)
+    with tempfile.TemporaryDirectory(prefix="dgspnet_score_") as tmp:
+        yield prepare_dataset(p, tmp)
 
 # %% ../nbs/14a_score.ipynb #4143c2a0
-def pd_fa_both(probs:list, gts:list, # probability maps and bool masks of the scored images
-               thresholds, # probability cuts
-               max_distance:float=3.0) -> dict:
+def pd_fa_both(
+    probs: list,
+    gts: list,  # probability maps and bool masks of the scored images
+    thresholds,  # probability cuts
+    max_distance: float = 3.0,
+) -> dict:
     "`pd_fa_curve` (Pd, pixel-level Fa) with the false targets per image at each threshold added."
     curve = pd_fa_curve(probs, gts, thresholds, max_distance)
     n_false = lambda t: sum(image_counts(p, g, t, max_distance)["false_targets"] for p, g in zip(probs, gts))
     curve["Fa_targets_per_image"] = [n_false(t) / len(probs) for t in curve["threshold"]]
     return curve
 
-def plot_pd_fa_both(curve:dict, title:str=""):
+
+def plot_pd_fa_both(curve: dict, title: str = ""):
     "Pd (%) against pixel-level Fa (left) and against false targets per image (right)."
     fig = new_figure(9, 3.6)
     left, right = fig.subplots(1, 2)
@@ -115,19 +144,23 @@ def plot_pd_fa_both(curve:dict, title:str=""):
     return fig
 
 # %% ../nbs/14a_score.ipynb #b6fec1d3
-def _score_images(ds:IRSTDDataset, found:dict, threshold:float) -> tuple:
+def _score_images(ds: IRSTDDataset, found: dict, threshold: float) -> tuple:
     "(SegmentationMetrics, per-image rows, probs, gts, problem lines) of the matched predictions of the right size."
     met, rows, probs, gts, problems = SegmentationMetrics(threshold), [], [], [], []
     for i, name in enumerate(ds.names):
-        if name not in found: continue
-        try: prob = read_prediction(found[name])
+        if name not in found:
+            continue
+        try:
+            prob = read_prediction(found[name])
         except (ValueError, OSError) as e:
             problems.append(f"{found[name]}: unreadable, {e}")
             continue
         gt = ds.load(i)[1]
         if prob.shape != gt.shape:
-            problems.append(f"{found[name]}: wrong size, {prob.shape[1]}x{prob.shape[0]} (WxH) but image {name} is "
-                            f"{gt.shape[1]}x{gt.shape[0]}; predict at the image's size")
+            problems.append(
+                f"{found[name]}: wrong size, {prob.shape[1]}x{prob.shape[0]} (WxH) but image {name} is "
+                f"{gt.shape[1]}x{gt.shape[0]}; predict at the image's size"
+            )
             continue
         met.update(prob, gt)
         counts = image_counts(prob, gt, threshold, met.max_distance)
@@ -137,35 +170,50 @@ def _score_images(ds:IRSTDDataset, found:dict, threshold:float) -> tuple:
     return met, rows, probs, gts, problems
 
 # %% ../nbs/14a_score.ipynb #52875286
-def score(predictions, # folder of predicted masks / probability maps, named by the split's image stems
-          dataset, # dataset folder, or its manifest.json
-          out_dir="results/score", # metrics.json, per_image.csv, pdfa.csv, pdfa.png
-          split:str="test", # the split scored
-          threshold:float=0.5, # a pixel is target when its value is above it
-          curve_points:int=41, # thresholds on the Pd-Fa curve
-          suffix:str="", # the end of every prediction's stem after the image name (`match_predictions`)
-         ) -> dict: # what metrics.json holds
+def score(
+    predictions,  # folder of predicted masks / probability maps, named by the split's image stems
+    dataset,  # dataset folder, or its manifest.json
+    out_dir="results/score",  # metrics.json, per_image.csv, pdfa.csv, pdfa.png
+    split: str = "test",  # the split scored
+    threshold: float = 0.5,  # a pixel is target when its value is above it
+    curve_points: int = 41,  # thresholds on the Pd-Fa curve
+    suffix: str = "",  # the end of every prediction's stem after the image name (`match_predictions`)
+) -> dict:  # what metrics.json holds
     "Score a folder of predictions against a dataset split; write the metrics, per-image CSV and Pd-Fa curve."
-    if split not in SPLITS: raise UserError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+    if split not in SPLITS:
+        raise UserError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
     with manifest_of(dataset) as manifest:
         ds, name = IRSTDDataset(manifest, split, train=False), dataset_name(manifest)
         found, problems = match_predictions(predictions, ds.names, suffix)
         met, rows, probs, gts, bad = _score_images(ds, found, threshold)
     problems += bad
     if not rows:
-        raise UserError(f"predictions {predictions}: nothing to score against the {split} split of {dataset} "
-                        f"({len(problems)} problems: {'; '.join(problems[:3])})")
+        raise UserError(
+            f"predictions {predictions}: nothing to score against the {split} split of {dataset} "
+            f"({len(problems)} problems: {'; '.join(problems[:3])})"
+        )
     n = len(rows)
-    metrics = dict(**{k: round(v, 2) for k, v in in_paper_units(met.compute()).items()},
-                   Fa_targets_per_image=round(sum(r["false_targets"] for r in rows) / n, 4),
-                   fa_definitions=FA_DEFINITIONS, threshold=threshold, dataset=name, split=split,
-                   n_scored=n, n_split=len(ds), n_targets=met.counts["targets"], problems=problems)
+    metrics = dict(
+        **{k: round(v, 2) for k, v in in_paper_units(met.compute()).items()},
+        Fa_targets_per_image=round(sum(r["false_targets"] for r in rows) / n, 4),
+        fa_definitions=FA_DEFINITIONS,
+        threshold=threshold,
+        dataset=name,
+        split=split,
+        n_scored=n,
+        n_split=len(ds),
+        n_targets=met.counts["targets"],
+        problems=problems,
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out/"metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_csv(out/"per_image.csv", list(rows[0]), rows)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_csv(out / "per_image.csv", list(rows[0]), rows)
     curve = pd_fa_both(probs, gts, np.round(np.linspace(0, 1, curve_points + 2)[1:-1], 4), met.max_distance)
-    write_csv(out/"pdfa.csv", ["threshold", "Pd_pct", "Fa_1e-6", "Fa_targets_per_image"],
-              zip(curve["threshold"], (100 * v for v in curve["Pd"]), curve["Fa"], curve["Fa_targets_per_image"]))
-    save_png(plot_pd_fa_both(curve, f"Pd-Fa, {name} {split} ({n} images)"), out/"pdfa.png", 100)
+    write_csv(
+        out / "pdfa.csv",
+        ["threshold", "Pd_pct", "Fa_1e-6", "Fa_targets_per_image"],
+        zip(curve["threshold"], (100 * v for v in curve["Pd"]), curve["Fa"], curve["Fa_targets_per_image"]),
+    )
+    save_png(plot_pd_fa_both(curve, f"Pd-Fa, {name} {split} ({n} images)"), out / "pdfa.png", 100)
     return metrics

@@ -4,39 +4,42 @@
 
 # %% ../nbs/02_synthetic.ipynb #518d0e6b
 from __future__ import annotations
-import shutil
 from pathlib import Path
 import numpy as np
 from PIL import Image
 from skimage.measure import label, regionprops
 from skimage.morphology import dilation
-from .config import load_params
 
 # %% auto #0
 __all__ = ['BACKGROUNDS', 'fractal_noise', 'sky_background', 'ground_background', 'ocean_background', 'add_sensor_noise',
            'add_target', 'synthetic_sample', 'target_snr', 'make_synthetic_dataset']
 
 # %% ../nbs/02_synthetic.ipynb #11337ace
-def fractal_noise(rng:np.random.Generator, shape:tuple, beta:float=2.0, # spectral slope: larger is smoother
-                  aspect:float=1.0, # > 1 stretches structures horizontally
-                 ) -> np.ndarray:
+def fractal_noise(
+    rng: np.random.Generator,
+    shape: tuple,
+    beta: float = 2.0,  # spectral slope: larger is smoother
+    aspect: float = 1.0,  # > 1 stretches structures horizontally
+) -> np.ndarray:
     "Zero-mean, unit-std noise of shape `shape` with power spectrum ~ f^-beta."
     fy = np.fft.fftfreq(shape[0])[:, None]
     fx = np.fft.rfftfreq(shape[1])[None, :] * aspect
-    f = np.hypot(fx, fy); f[0, 0] = 1.0
+    f = np.hypot(fx, fy)
+    f[0, 0] = 1.0
     spec = (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape)) * f ** (-beta / 2)
     spec[0, 0] = 0
     x = np.fft.irfft2(spec, s=shape)
     return (x - x.mean()) / (x.std() + 1e-12)
 
 # %% ../nbs/02_synthetic.ipynb #57e3ed81
-def sky_background(rng, shape:tuple) -> np.ndarray:
+def sky_background(rng, shape: tuple) -> np.ndarray:
     "Dark sky with a vertical gradient and soft-edged clouds."
     cloud = 1 / (1 + np.exp(-3 * (fractal_noise(rng, shape, 3.2) - rng.uniform(-0.8, 1.2))))
     grad = rng.uniform(-0.1, 0.1) * np.linspace(0, 1, shape[0])[:, None]
     return rng.uniform(0.15, 0.35) + grad + rng.uniform(0.1, 0.35) * cloud
 
-def ground_background(rng, shape:tuple) -> np.ndarray:
+
+def ground_background(rng, shape: tuple) -> np.ndarray:
     "Sky above a ragged horizon; textured land with sharp-edged bright patches below."
     h, w = shape
     horizon = h * rng.uniform(0.15, 0.5) + 0.05 * h * fractal_noise(rng, (1, w), 2.5)[0]
@@ -45,52 +48,72 @@ def ground_background(rng, shape:tuple) -> np.ndarray:
     sky = rng.uniform(0.15, 0.3) + 0.03 * fractal_noise(rng, shape, 3.0)
     return np.where(np.arange(h)[:, None] > horizon[None, :], land, sky)
 
-def ocean_background(rng, shape:tuple) -> np.ndarray:
+
+def ocean_background(rng, shape: tuple) -> np.ndarray:
     "Horizontal wave streaks brightening towards the horizon, with one-pixel sun-glint specks in a band."
     h, w = shape
     waves = fractal_noise(rng, shape, 2.2, aspect=6.0)
     fine = fractal_noise(rng, shape, 0.5, aspect=3.0)
-    band = np.exp(-((np.arange(w)[None, :] - rng.uniform(0, w)) / (0.25 * w)) ** 2)
+    band = np.exp(-(((np.arange(w)[None, :] - rng.uniform(0, w)) / (0.25 * w)) ** 2))
     glint = (fine > np.quantile(fine, 0.997)) * band * rng.uniform(0.05, 0.15)
-    return rng.uniform(0.25, 0.4) + rng.uniform(0, 0.1) * np.linspace(1, 0, h)[:, None] + rng.uniform(0.02, 0.05) * waves + glint
+    return (
+        rng.uniform(0.25, 0.4)
+        + rng.uniform(0, 0.1) * np.linspace(1, 0, h)[:, None]
+        + rng.uniform(0.02, 0.05) * waves
+        + glint
+    )
+
 
 BACKGROUNDS = {"sky": sky_background, "ground": ground_background, "ocean": ocean_background}
 
 # %% ../nbs/02_synthetic.ipynb #b17c6f70
-def add_sensor_noise(rng, img:np.ndarray) -> np.ndarray:
+def add_sensor_noise(rng, img: np.ndarray) -> np.ndarray:
     "`img` plus white Gaussian noise and column stripe noise."
     noise = rng.uniform(0.008, 0.02) * rng.standard_normal(img.shape)
     stripes = rng.uniform(0, 0.01) * rng.standard_normal((1, img.shape[1]))
     return img + noise + stripes
 
 # %% ../nbs/02_synthetic.ipynb #9b7e81d5
-def add_target(rng, img:np.ndarray, bg:np.ndarray, cy:float, cx:float,
-               max_size:float=9, # largest FWHM in pixels, per axis
-               snr:tuple=(3.0, 8.0), # peak amplitude over local background std, drawn uniformly
-              ) -> np.ndarray:
+def add_target(
+    rng,
+    img: np.ndarray,
+    bg: np.ndarray,
+    cy: float,
+    cx: float,
+    max_size: float = 9,  # largest FWHM in pixels, per axis
+    snr: tuple = (3.0, 8.0),  # peak amplitude over local background std, drawn uniformly
+) -> np.ndarray:
     "Add one Gaussian target at (cy, cx) to `img` in place; return its mask (profile >= half its peak)."
     sig = rng.uniform(1, max_size, 2) / 2.355
-    yy, xx = np.ogrid[:img.shape[0], :img.shape[1]]
+    yy, xx = np.ogrid[: img.shape[0], : img.shape[1]]
     prof = np.exp(-0.5 * (((yy - cy) / sig[0]) ** 2 + ((xx - cx) / sig[1]) ** 2))
     prof /= prof.max()
     y, x = int(cy), int(cx)
-    local = bg[max(y - 10, 0):y + 11, max(x - 10, 0):x + 11]
+    local = bg[max(y - 10, 0) : y + 11, max(x - 10, 0) : x + 11]
     amp = min(rng.uniform(*snr) * local.std(), 0.98 - img[prof >= 0.5].max())
     img += max(amp, 0.0) * prof
     return prof >= 0.5
 
 # %% ../nbs/02_synthetic.ipynb #7a51e847
-def _centres(rng, n:int, size:int, margin:float=8, gap:float=16, tries:int=200) -> list:
+def _centres(rng, n: int, size: int, margin: float = 8, gap: float = 16, tries: int = 200) -> list:
     "Up to `n` random points at least `margin` from the border and `gap` from each other."
     pts = []
     for _ in range(tries):
-        if len(pts) == n: break
+        if len(pts) == n:
+            break
         p = rng.uniform(margin, size - margin, 2)
-        if all(np.hypot(*(p - q)) >= gap for q in pts): pts.append(p)
+        if all(np.hypot(*(p - q)) >= gap for q in pts):
+            pts.append(p)
     return pts
 
-def synthetic_sample(rng:np.random.Generator, size:int=128, # image side
-                     max_targets:int=3, max_size:float=9, snr:tuple=(3.0, 8.0)) -> tuple:
+
+def synthetic_sample(
+    rng: np.random.Generator,
+    size: int = 128,  # image side
+    max_targets: int = 3,
+    max_size: float = 9,
+    snr: tuple = (3.0, 8.0),
+) -> tuple:
     "One scene: (8-bit image, bool mask, scene word)."
     scene = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
     bg = add_sensor_noise(rng, BACKGROUNDS[scene](rng, (size, size)))
@@ -100,36 +123,43 @@ def synthetic_sample(rng:np.random.Generator, size:int=128, # image side
     return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8), mask, scene
 
 # %% ../nbs/02_synthetic.ipynb #0cfdf221
-def target_snr(image:np.ndarray, mask:np.ndarray, ring:int=10) -> list[float]:
+def target_snr(image: np.ndarray, mask: np.ndarray, ring: int = 10) -> list[float]:
     "SNR of each 8-connected target in `mask`: (peak - mean of surround) / std of surround."
     image, lab = np.asarray(image, np.float64), label(mask, connectivity=2)
     near = dilation(mask, np.ones((5, 5), bool))
     out = []
     for r in regionprops(lab):
         y0, x0, y1, x1 = r.bbox
-        win = np.s_[max(y0 - ring, 0):y1 + ring, max(x0 - ring, 0):x1 + ring]
+        win = np.s_[max(y0 - ring, 0) : y1 + ring, max(x0 - ring, 0) : x1 + ring]
         bg = image[win][~near[win]]
         out.append(float((image[lab == r.label].max() - bg.mean()) / (bg.std() + 1e-9)))
     return out
 
 # %% ../nbs/02_synthetic.ipynb #05010ff6
-def make_synthetic_dataset(out_dir, # folder to write (created; files of the same names are overwritten)
-                           n_train:int=48, n_test:int=24,
-                           size:int=128, # image side in pixels
-                           seed:int=0,
-                           max_targets:int=3, max_size:float=9, snr:tuple=(3.0, 8.0)) -> Path:
+def make_synthetic_dataset(
+    out_dir,  # folder to write (created; files of the same names are overwritten)
+    n_train: int = 48,
+    n_test: int = 24,
+    size: int = 128,  # image side in pixels
+    seed: int = 0,
+    max_targets: int = 3,
+    max_size: float = 9,
+    snr: tuple = (3.0, 8.0),
+) -> Path:
     "Write a synthetic IRSTD dataset in the plain layout (images/, masks/, train.txt, test.txt, scenes.csv)."
-    if size < 32: raise ValueError(f"size must be at least 32, got {size}")
+    if size < 32:
+        raise ValueError(f"size must be at least 32, got {size}")
     out = Path(out_dir)
-    (out/"images").mkdir(parents=True, exist_ok=True); (out/"masks").mkdir(exist_ok=True)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(exist_ok=True)
     rows = ["name,scene"]
     for k, (split, n) in enumerate((("train", n_train), ("test", n_test))):
         names = [f"{split}_{i:04d}" for i in range(n)]
         for i, name in enumerate(names):
             img, mask, scene = synthetic_sample(np.random.default_rng((seed, k, i)), size, max_targets, max_size, snr)
-            Image.fromarray(img).save(out/"images"/f"{name}.png")
-            Image.fromarray(mask.astype(np.uint8) * 255).save(out/"masks"/f"{name}.png")
+            Image.fromarray(img).save(out / "images" / f"{name}.png")
+            Image.fromarray(mask.astype(np.uint8) * 255).save(out / "masks" / f"{name}.png")
             rows.append(f"{name},{scene}")
-        (out/f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
-    (out/"scenes.csv").write_text("\n".join(rows) + "\n")
+        (out / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
+    (out / "scenes.csv").write_text("\n".join(rows) + "\n")
     return out

@@ -30,16 +30,19 @@ __all__ = ['TextFeatures', 'ClipWeightsMissing', 'clip_weights_missing', 'build_
 # %% ../nbs/06_text.ipynb #cell006
 class TextFeatures(NamedTuple):
     "Encoded prompts: f_text (`seq`), f_text^[eot] (`eot`) and the valid-token `mask`."
+
     seq: torch.Tensor  # [B, L, width] after ln_final; zero at padded positions (mask False)
     eot: torch.Tensor  # [B, embed_dim] [eot] position after ln_final, @ text_projection
-    mask: torch.Tensor # [B, L] bool, True for real tokens, [sot] up to and including [eot]
+    mask: torch.Tensor  # [B, L] bool, True for real tokens, [sot] up to and including [eot]
 
 # %% ../nbs/06_text.ipynb #cell009
 class ClipWeightsMissing(UserError, FileNotFoundError):
     "CLIP text-encoder weights could not be found; the message says how to provide them."
 
-def clip_weights_missing(problem:str, # what was looked for and not found
-                        ) -> ClipWeightsMissing:
+
+def clip_weights_missing(
+    problem: str,  # what was looked for and not found
+) -> ClipWeightsMissing:
     "A `ClipWeightsMissing` whose message names `model.clip_weights` and the ways to provide the weights."
     return ClipWeightsMissing(
         f"CLIP text-encoder weights not found: {problem}\n"
@@ -49,29 +52,34 @@ def clip_weights_missing(problem:str, # what was looked for and not found
         "(without HF_HUB_OFFLINE=1) to download it, or copy that cache folder from a machine that has it;\n"
         "  - a path to a local checkpoint file: place the file there (open_clip_pytorch_model.bin / open_clip_model.safetensors "
         "from that repo, any open_clip or full CLIP state dict, or OpenAI's TorchScript ViT-B-32.pt);\n"
-        "  - 'none': a random frozen text tower, for smoke tests only (results are not the paper's).")
+        "  - 'none': a random frozen text tower, for smoke tests only (results are not the paper's)."
+    )
 
 # %% ../nbs/06_text.ipynb #cell012
-def build_text_tower(model_name:str="ViT-B-32", # open_clip model config name
-                     quick_gelu:bool=True, # QuickGELU activations, as OpenAI's CLIP weights were trained with
-                     seed:int=0, # seed of the (random) initialisation
-                    ) -> nn.Module:
+def build_text_tower(
+    model_name: str = "ViT-B-32",  # open_clip model config name
+    quick_gelu: bool = True,  # QuickGELU activations, as OpenAI's CLIP weights were trained with
+    seed: int = 0,  # seed of the (random) initialisation
+) -> nn.Module:
     "open_clip's text tower (`TextTransformer`) of `model_name`, randomly initialised; no vision tower is built."
     cfg = open_clip.get_model_config(model_name)
     if cfg is None:
         raise ValueError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
     text_cfg = dict(cfg["text_cfg"])
     if text_cfg.get("hf_model_name") or text_cfg.get("embed_cls") or text_cfg.get("pool_type", "argmax") != "argmax":
-        raise ValueError(f"{model_name}: only CLIP-style text towers (argmax [eot] pooling, no HF/CoCa towers) are supported")
+        raise ValueError(
+            f"{model_name}: only CLIP-style text towers (argmax [eot] pooling, no HF/CoCa towers) are supported"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _build_text_tower(cfg["embed_dim"], text_cfg, quick_gelu=quick_gelu or cfg.get("quick_gelu", False))
 
 # %% ../nbs/06_text.ipynb #cell015
-def clip_weights_file(clip_weights:str="openai", # open_clip pretrained tag (e.g. "openai") or a checkpoint path
-                      model_name:str="ViT-B-32", # open_clip model config name
-                      cache_dir:Optional[str]=None, # Hugging Face hub cache folder (None: the default)
-                     ) -> Path:
+def clip_weights_file(
+    clip_weights: str = "openai",  # open_clip pretrained tag (e.g. "openai") or a checkpoint path
+    model_name: str = "ViT-B-32",  # open_clip model config name
+    cache_dir: Optional[str] = None,  # Hugging Face hub cache folder (None: the default)
+) -> Path:
     "The local file holding the CLIP weights named by `clip_weights`; raises `ClipWeightsMissing` when there is none."
     cfg = get_pretrained_cfg(model_name, str(clip_weights))
     if cfg:
@@ -80,24 +88,31 @@ def clip_weights_file(clip_weights:str="openai", # open_clip pretrained tag (e.g
         except Exception as e:
             reason = str(e).splitlines()[0][:200]
             source = cfg.get('hf_hub', '').rstrip('/') or cfg.get('url')
-            raise clip_weights_missing(f"open_clip pretrained {model_name} / {clip_weights!r} (hub repo {source}) "
-                                       f"is not in the Hugging Face cache and could not be downloaded ({type(e).__name__}: {reason})") from e
-        if not found: raise clip_weights_missing(f"open_clip has no download source for {model_name} / {clip_weights!r}")
+            raise clip_weights_missing(
+                f"open_clip pretrained {model_name} / {clip_weights!r} (hub repo {source}) "
+                f"is not in the Hugging Face cache and could not be downloaded ({type(e).__name__}: {reason})"
+            ) from e
+        if not found:
+            raise clip_weights_missing(f"open_clip has no download source for {model_name} / {clip_weights!r}")
         return Path(found)
     path = Path(clip_weights).expanduser()
     if path.is_dir():
         names = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "ViT-B-32.pt")
-        found = [path/n for n in names if (path/n).is_file()]
-        if not found: raise clip_weights_missing(f"no checkpoint file ({', '.join(names)}) in folder {path}")
+        found = [path / n for n in names if (path / n).is_file()]
+        if not found:
+            raise clip_weights_missing(f"no checkpoint file ({', '.join(names)}) in folder {path}")
         path = found[0]
     if not path.is_file():
-        raise clip_weights_missing(f"no checkpoint file at {path} (`{clip_weights}` is neither 'openai', 'none', "
-                                   f"another open_clip tag of {model_name}, nor an existing file)")
+        raise clip_weights_missing(
+            f"no checkpoint file at {path} (`{clip_weights}` is neither 'openai', 'none', "
+            f"another open_clip tag of {model_name}, nor an existing file)"
+        )
     return path
 
 # %% ../nbs/06_text.ipynb #cell018
-def read_checkpoint(path:str|Path, # checkpoint file
-                   ) -> dict:
+def read_checkpoint(
+    path: str | Path,  # checkpoint file
+) -> dict:
     "The state dict in `path`: open_clip .bin/.pt/.safetensors, `{'state_dict': ...}` wrappers, or a TorchScript CLIP (.pt)."
     try:
         with warnings.catch_warnings():
@@ -112,9 +127,11 @@ def read_checkpoint(path:str|Path, # checkpoint file
     except Exception:
         raise ValueError(f"cannot read CLIP checkpoint {path}: {first_error}") from first_error
 
-def select_text_keys(state_dict:dict, # open_clip / full CLIP / CustomTextCLIP / TorchScript state dict
-                     keys:list[str], # the text tower's key names
-                    ) -> dict:
+
+def select_text_keys(
+    state_dict: dict,  # open_clip / full CLIP / CustomTextCLIP / TorchScript state dict
+    keys: list[str],  # the text tower's key names
+) -> dict:
     "The text-tower entries of a CLIP state dict under the tower's key names (drops `visual.*`, `logit_scale`, a `text.` prefix)."
     sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
     if not any(k in sd for k in keys):
@@ -125,36 +142,45 @@ def select_text_keys(state_dict:dict, # open_clip / full CLIP / CustomTextCLIP /
     return {k: sd[k] for k in keys}
 
 # %% ../nbs/06_text.ipynb #cc8be938
-def load_text_tower(clip_weights:str="openai", # "openai", another open_clip tag, a checkpoint path, or "none"
-                    model_name:str="ViT-B-32", # open_clip model config name
-                    quick_gelu:Optional[bool]=None, # None: as open_clip's config for these weights ("openai": True)
-                    cache_dir:Optional[str]=None, # Hugging Face hub cache folder (None: the default)
-                    seed:int=0, # seed of the random tower when clip_weights="none"
-                   ) -> tuple:
+def load_text_tower(
+    clip_weights: str = "openai",  # "openai", another open_clip tag, a checkpoint path, or "none"
+    model_name: str = "ViT-B-32",  # open_clip model config name
+    quick_gelu: Optional[bool] = None,  # None: as open_clip's config for these weights ("openai": True)
+    cache_dir: Optional[str] = None,  # Hugging Face hub cache folder (None: the default)
+    seed: int = 0,  # seed of the random tower when clip_weights="none"
+) -> tuple:
     "(the text tower with the weights of `clip_weights` loaded, a description of where they came from)."
     random_tower = clip_weights.lower() == "none"
-    path = None if random_tower else clip_weights_file(clip_weights, model_name, cache_dir)  # fail fast, before building
+    path = (
+        None if random_tower else clip_weights_file(clip_weights, model_name, cache_dir)
+    )  # fail fast, before building
     if quick_gelu is None:
-        tag_cfg = (None if random_tower else get_pretrained_cfg(model_name, clip_weights)) or get_pretrained_cfg(model_name, "openai")
+        tag_cfg = (None if random_tower else get_pretrained_cfg(model_name, clip_weights)) or get_pretrained_cfg(
+            model_name, "openai"
+        )
         quick_gelu = bool(tag_cfg.get("quick_gelu", False))
     tower = build_text_tower(model_name, quick_gelu, seed)
     if path is not None:
-        try: tower.load_state_dict(select_text_keys(read_checkpoint(path), list(tower.state_dict())))
-        except (KeyError, RuntimeError) as e: raise ValueError(f"{path} does not hold {model_name} CLIP text weights: {e}") from e
+        try:
+            tower.load_state_dict(select_text_keys(read_checkpoint(path), list(tower.state_dict())))
+        except (KeyError, RuntimeError) as e:
+            raise ValueError(f"{path} does not hold {model_name} CLIP text weights: {e}") from e
     return tower, (f"random (seed {seed})" if random_tower else str(path))
 
 # %% ../nbs/06_text.ipynb #cell021
 class TextEncoder(nn.Module):
     "Frozen CLIP text tower (open_clip) encoding prompts whose placeholder tokens are replaced by fine-grained vectors."
-    def __init__(self,
-                 clip_weights:str="openai", # "openai" (HF hub cache), another open_clip tag, a checkpoint path, or "none" (random; smoke tests only)
-                 model_name:str="ViT-B-32", # open_clip model config name
-                 quick_gelu:Optional[bool]=None, # None: as open_clip's config for these weights ("openai": True)
-                 cache_dir:Optional[str]=None, # Hugging Face hub cache folder for pretrained tags (None: the default)
-                 seed:int=0, # seed of the random tower when clip_weights="none"
-                 use_cache:bool=True, # reuse the features of prompts without fine tokens
-                 prefix_cache:bool=True, # reuse the keys/values of the prompt prefix before the first fine token
-                ):
+
+    def __init__(
+        self,
+        clip_weights: str = "openai",  # "openai" (HF hub cache), another open_clip tag, a checkpoint path, or "none" (random; smoke tests only)
+        model_name: str = "ViT-B-32",  # open_clip model config name
+        quick_gelu: Optional[bool] = None,  # None: as open_clip's config for these weights ("openai": True)
+        cache_dir: Optional[str] = None,  # Hugging Face hub cache folder for pretrained tags (None: the default)
+        seed: int = 0,  # seed of the random tower when clip_weights="none"
+        use_cache: bool = True,  # reuse the features of prompts without fine tokens
+        prefix_cache: bool = True,  # reuse the keys/values of the prompt prefix before the first fine token
+    ):
         super().__init__()
         clip_weights = str(clip_weights)
         self.model_name, self.text_tower_random, self.use_cache = model_name, clip_weights.lower() == "none", use_cache
@@ -173,44 +199,54 @@ class TextEncoder(nn.Module):
         super().train(False)
         self.register_load_state_dict_post_hook(lambda module, keys: module.clear_cache())
         if self.text_tower_random:
-            _logger.warning("RANDOM CLIP TEXT TOWER: results are not the paper's (model.clip_weights = 'none'; smoke tests only)")
+            _logger.warning(
+                "RANDOM CLIP TEXT TOWER: results are not the paper's (model.clip_weights = 'none'; smoke tests only)"
+            )
 
-    def train(self, mode:bool=True):
+    def train(self, mode: bool = True):
         "Stays in eval mode whatever `mode` is: the text tower is frozen (section 4.1)."
         return super().train(False)
 
     def clear_cache(self):
         "Forget the cached features of prompts without fine tokens and the cached prompt prefixes."
-        self._cache.clear(); self._prefix_cache.clear()
+        self._cache.clear()
+        self._prefix_cache.clear()
 
     def extra_repr(self) -> str:
         return f"{self.model_name}, weights={self.source}, frozen"
 
-    def tokenize(self, texts:list[str], # prompts
-                ) -> torch.Tensor:
+    def tokenize(
+        self,
+        texts: list[str],  # prompts
+    ) -> torch.Tensor:
         "CLIP BPE token ids [B, 77]: [sot] ... [eot], zero padded (CPU)."
         return self.tokenizer(list(texts))
 
-    def forward(self, tokens:torch.Tensor, # [B, <=77] token ids (from `tokenize`)
-                fine:Optional[torch.Tensor]=None, # [B, n, width] fine-grained tokens s*_1..s*_n
-                fine_positions:Optional[torch.Tensor]=None, # [B, n] token positions the fine tokens replace
-               ) -> TextFeatures:
+    def forward(
+        self,
+        tokens: torch.Tensor,  # [B, <=77] token ids (from `tokenize`)
+        fine: Optional[torch.Tensor] = None,  # [B, n, width] fine-grained tokens s*_1..s*_n
+        fine_positions: Optional[torch.Tensor] = None,  # [B, n] token positions the fine tokens replace
+    ) -> TextFeatures:
         "f_text, f_text^[eot] and the mask, over the longest prompt of the batch (L = max eot index + 1)."
         tokens, fine, fine_positions = self._check(tokens, fine, fine_positions)
         eot_idx = tokens.argmax(-1)
         L = int(eot_idx.max()) + 1
         if fine is not None and fine.shape[1] > 0:
             P = self._shared_prefix(tokens, fine_positions) if self.prefix_cache else 0
-            if P: return self.encode_prefixed(tokens[:, :L], eot_idx, fine, fine_positions, P)
+            if P:
+                return self.encode_prefixed(tokens[:, :L], eot_idx, fine, fine_positions, P)
             return self.encode(tokens[:, :L], eot_idx, fine, fine_positions)
         with torch.no_grad():
             return self._encode_cached(tokens, eot_idx, L) if self.use_cache else self.encode(tokens[:, :L], eot_idx)
 
-    def encode(self, tokens:torch.Tensor, # [B, L] token ids; L may be anything >= max eot index + 1
-               eot_idx:torch.Tensor, # [B] position of [eot]
-               fine:Optional[torch.Tensor]=None, # [B, n, width]
-               fine_positions:Optional[torch.Tensor]=None, # [B, n]
-              ) -> TextFeatures:
+    def encode(
+        self,
+        tokens: torch.Tensor,  # [B, L] token ids; L may be anything >= max eot index + 1
+        eot_idx: torch.Tensor,  # [B] position of [eot]
+        fine: Optional[torch.Tensor] = None,  # [B, n, width]
+        fine_positions: Optional[torch.Tensor] = None,  # [B, n]
+    ) -> TextFeatures:
         "The text transformer over all `tokens.shape[1]` positions, with the fine tokens written into the embeddings."
         x = self.token_embedding(tokens)
         if fine is not None:
@@ -226,99 +262,135 @@ class TextEncoder(nn.Module):
 
 # %% ../nbs/06_text.ipynb #cbff5fc9
 @patch
-def _check(self:TextEncoder, tokens, fine, fine_positions):
+def _check(self: TextEncoder, tokens, fine, fine_positions):
     "Validate shapes and positions; move inputs to the encoder's device."
     dev = self.positional_embedding.device
-    if tokens.dim() != 2 or tokens.dtype not in (torch.int32, torch.int64) or not 0 < tokens.shape[1] <= self.context_length:
-        raise ValueError(f"tokens must be integer token ids [B, <= {self.context_length}] (see .tokenize), got {tokens.dtype} {tuple(tokens.shape)}")
+    if (
+        tokens.dim() != 2
+        or tokens.dtype not in (torch.int32, torch.int64)
+        or not 0 < tokens.shape[1] <= self.context_length
+    ):
+        raise ValueError(
+            f"tokens must be integer token ids [B, <= {self.context_length}] (see .tokenize), got {tokens.dtype} {tuple(tokens.shape)}"
+        )
     tokens = tokens.to(dev, torch.long)
     if (fine is None) != (fine_positions is None):
         raise ValueError("fine and fine_positions must be given together")
-    if fine is None: return tokens, None, None
+    if fine is None:
+        return tokens, None, None
     B = tokens.shape[0]
     if fine_positions.dim() != 2 or fine.dim() != 3 or fine.shape != (B, fine_positions.shape[1], self.width):
-        raise ValueError(f"fine tokens must be [B={B}, n, width={self.width}] with fine_positions [B={B}, n]; "
-                         f"got fine {tuple(fine.shape)}, fine_positions {tuple(fine_positions.shape)}")
+        raise ValueError(
+            f"fine tokens must be [B={B}, n, width={self.width}] with fine_positions [B={B}, n]; "
+            f"got fine {tuple(fine.shape)}, fine_positions {tuple(fine_positions.shape)}"
+        )
     pos = fine_positions.to(dev, torch.long)
     eot_idx = tokens.argmax(-1, keepdim=True)
     if ((pos < 1) | (pos >= eot_idx)).any():
-        raise ValueError(f"fine_positions must lie between [sot] and [eot] of each prompt; got {pos.tolist()} with [eot] at {eot_idx.flatten().tolist()}")
+        raise ValueError(
+            f"fine_positions must lie between [sot] and [eot] of each prompt; got {pos.tolist()} with [eot] at {eot_idx.flatten().tolist()}"
+        )
     if pos.shape[1] > 1 and (pos.sort(-1).values.diff(dim=-1) == 0).any():
         raise ValueError(f"fine_positions repeat a position within a prompt: {pos.tolist()}")
     return tokens, fine.to(dev), pos
 
 # %% ../nbs/06_text.ipynb #37b41bb0
 @patch
-def _encode_cached(self:TextEncoder, tokens, eot_idx, L):
+def _encode_cached(self: TextEncoder, tokens, eot_idx, L):
     "`encode` for prompts without fine tokens, computing each distinct prompt once."
     where = (str(tokens.device), self.positional_embedding.dtype, torch.is_autocast_enabled(tokens.device.type))
-    keys = [(tuple(row[:e + 1]), where) for row, e in zip(tokens.tolist(), eot_idx.tolist())]
+    keys = [(tuple(row[: e + 1]), where) for row, e in zip(tokens.tolist(), eot_idx.tolist())]
     todo = [i for i, k in enumerate(keys) if k not in self._cache and keys.index(k) == i]
     if todo:
         rows = torch.tensor(todo, device=tokens.device)
-        new = self.encode(tokens[rows, :int(eot_idx[rows].max()) + 1], eot_idx[rows])
-        if len(self._cache) + len(todo) > 4096: self.clear_cache()  # bound memory; prompts are few in practice
+        new = self.encode(tokens[rows, : int(eot_idx[rows].max()) + 1], eot_idx[rows])
+        if len(self._cache) + len(todo) > 4096:
+            self.clear_cache()  # bound memory; prompts are few in practice
         for j, i in enumerate(todo):
-            self._cache[keys[i]] = (new.seq[j, :len(keys[i][0])].clone(), new.eot[j].clone())
+            self._cache[keys[i]] = (new.seq[j, : len(keys[i][0])].clone(), new.eot[j].clone())
     cached = [self._cache[k] for k in keys]
     seq = cached[0][0].new_zeros(len(keys), L, self.width)
-    for i, (s, _) in enumerate(cached): seq[i, :len(s)] = s
+    for i, (s, _) in enumerate(cached):
+        seq[i, : len(s)] = s
     mask = torch.arange(L, device=tokens.device) <= eot_idx[:, None]
     return TextFeatures(seq, torch.stack([e for _, e in cached]), mask)
 
 # %% ../nbs/06_text.ipynb #cell021b
 @torch.no_grad()
-def _prefix_state(enc, prefix:torch.Tensor, # [P] token ids before the first fine token
-                 ):
+def _prefix_state(
+    enc,
+    prefix: torch.Tensor,  # [P] token ids before the first fine token
+):
     "Per-layer keys/values [1, heads, P, head_dim] and the `ln_final` output [P, width] of a prompt prefix."
     x = enc.token_embedding(prefix[None])
-    x = x + enc.positional_embedding[:len(prefix)].to(x.dtype)
+    x = x + enc.positional_embedding[: len(prefix)].to(x.dtype)
     kvs = []
     for block in enc.transformer.resblocks:
-        x, kv = _block_step(block, x, None, enc.attn_mask[:len(prefix), :len(prefix)])
+        x, kv = _block_step(block, x, None, enc.attn_mask[: len(prefix), : len(prefix)])
         kvs.append(kv)
     return kvs, enc.ln_final(x)[0]
 
-def _block_step(block, x:torch.Tensor, # [B, S, width] hidden states of the positions being computed
-                past:Optional[tuple], # (K, V) [1 or B, heads, P, head_dim] of the positions before them, or None
-                mask:torch.Tensor, # [S, P + S] float causal mask rows of these positions
-               ):
+
+def _block_step(
+    block,
+    x: torch.Tensor,  # [B, S, width] hidden states of the positions being computed
+    past: Optional[tuple],  # (K, V) [1 or B, heads, P, head_dim] of the positions before them, or None
+    mask: torch.Tensor,  # [S, P + S] float causal mask rows of these positions
+):
     "One `ResidualAttentionBlock` over positions P..P+S-1, attending to the cached past plus themselves; also returns their (K, V)."
     attn = block.attn
     B, S, D = x.shape
     H = attn.num_heads
     q, k, v = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     q, k, v = (t.reshape(B, S, H, D // H).transpose(1, 2) for t in (q, k, v))
-    kk, vv = (k, v) if past is None else (torch.cat([past[0].expand(B, -1, -1, -1), k], 2),
-                                          torch.cat([past[1].expand(B, -1, -1, -1), v], 2))
+    kk, vv = (
+        (k, v)
+        if past is None
+        else (torch.cat([past[0].expand(B, -1, -1, -1), k], 2), torch.cat([past[1].expand(B, -1, -1, -1), v], 2))
+    )
     o = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask.to(q.dtype))
     x = x + block.ls_1(attn.out_proj(o.transpose(1, 2).reshape(B, S, D)))
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return x, (k, v)
 
+
 @patch
-def _shared_prefix(self:TextEncoder, tokens, fine_positions) -> int:
+def _shared_prefix(self: TextEncoder, tokens, fine_positions) -> int:
     "P, the first fine-token position, when all rows share it and the tokens before it and the blocks are plain CLIP ones; else 0."
     first = fine_positions.min(1).values
     P = int(first[0])
-    if (first != P).any() or (tokens[:, :P] != tokens[:1, :P]).any(): return 0
-    ok = all(isinstance(b, ResidualAttentionBlock) and not hasattr(b, "ln_1_kv") and b.attn.batch_first
-             and b.attn._qkv_same_embed_dim and b.attn.in_proj_bias is not None for b in self.transformer.resblocks)
+    if (first != P).any() or (tokens[:, :P] != tokens[:1, :P]).any():
+        return 0
+    ok = all(
+        isinstance(b, ResidualAttentionBlock)
+        and not hasattr(b, "ln_1_kv")
+        and b.attn.batch_first
+        and b.attn._qkv_same_embed_dim
+        and b.attn.in_proj_bias is not None
+        for b in self.transformer.resblocks
+    )
     return P if ok else 0
 
+
 @patch
-def encode_prefixed(self:TextEncoder,
-                    tokens:torch.Tensor, # [B, L] token ids, all rows with the same tokens before position P
-                    eot_idx:torch.Tensor, # [B] position of [eot]
-                    fine:torch.Tensor, # [B, n, width]
-                    fine_positions:torch.Tensor, # [B, n], all >= P
-                    P:int, # first fine-token position (the prefix is tokens[:, :P])
-                   ) -> TextFeatures:
+def encode_prefixed(
+    self: TextEncoder,
+    tokens: torch.Tensor,  # [B, L] token ids, all rows with the same tokens before position P
+    eot_idx: torch.Tensor,  # [B] position of [eot]
+    fine: torch.Tensor,  # [B, n, width]
+    fine_positions: torch.Tensor,  # [B, n], all >= P
+    P: int,  # first fine-token position (the prefix is tokens[:, :P])
+) -> TextFeatures:
     "`encode`, with the prefix's keys/values taken from the cache: the layers run only over positions P..L-1."
-    key = (tuple(tokens[0, :P].tolist()), str(tokens.device), self.positional_embedding.dtype,
-           torch.is_autocast_enabled(tokens.device.type))
+    key = (
+        tuple(tokens[0, :P].tolist()),
+        str(tokens.device),
+        self.positional_embedding.dtype,
+        torch.is_autocast_enabled(tokens.device.type),
+    )
     if key not in self._prefix_cache:
-        if len(self._prefix_cache) >= 256: self._prefix_cache.clear()  # bound memory; prefixes are few in practice
+        if len(self._prefix_cache) >= 256:
+            self._prefix_cache.clear()  # bound memory; prefixes are few in practice
         self._prefix_cache[key] = _prefix_state(self, tokens[0, :P])
         self.prefix_computations += 1
     kvs, prefix_seq = self._prefix_cache[key]

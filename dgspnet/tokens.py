@@ -15,14 +15,18 @@ __all__ = ['RANDOM_WORDS_WARNING', 'bpe_word', 'vocabulary', 'nearest_words', 'f
            'token_words', 'plot_token_words']
 
 # %% ../nbs/11c_tokens.ipynb #1fd5ab96
-RANDOM_WORDS_WARNING = ("WARNING: this model's CLIP text tower is RANDOM (model.clip_weights: none): its vocabulary "
-                        "embeddings are noise, so the nearest words below MEAN NOTHING.")
+RANDOM_WORDS_WARNING = (
+    "WARNING: this model's CLIP text tower is RANDOM (model.clip_weights: none): its vocabulary "
+    "embeddings are noise, so the nearest words below MEAN NOTHING."
+)
 
 # %% ../nbs/11c_tokens.ipynb #c82d1630
-def bpe_word(bpe:str) -> str:
+def bpe_word(bpe: str) -> str:
     "A BPE string as a reader sees it: `'sky</w>'` -> `'sky'`, a word piece `'infra'` -> `'infra-'`."
-    if bpe.endswith("</w>"): return bpe[:-4]
+    if bpe.endswith("</w>"):
+        return bpe[:-4]
     return bpe if bpe.startswith("<") else bpe + "-"
+
 
 def vocabulary(text_encoder) -> tuple[torch.Tensor, list[str], list[int]]:
     "(token embeddings [V, width], words [V], ids of the start/end markers) of a `dgspnet.text.TextEncoder`."
@@ -33,40 +37,48 @@ def vocabulary(text_encoder) -> tuple[torch.Tensor, list[str], list[int]]:
     return emb, words, special
 
 # %% ../nbs/11c_tokens.ipynb #fbfc7292
-def nearest_words(tokens:torch.Tensor, # [..., width] token vectors
-                  emb:torch.Tensor, # [V, width] the vocabulary's embeddings
-                  words:list[str], # the V words
-                  k:int=5, # words per token
-                  exclude=(), # ids never returned (start/end markers)
-                 ) -> list:
+def nearest_words(
+    tokens: torch.Tensor,  # [..., width] token vectors
+    emb: torch.Tensor,  # [V, width] the vocabulary's embeddings
+    words: list[str],  # the V words
+    k: int = 5,  # words per token
+    exclude=(),  # ids never returned (start/end markers)
+) -> list:
     "For each token (flattened over the leading dims): the k nearest words by cosine similarity, `[(word, cos), ...]`."
     sim = F.normalize(tokens.float().reshape(-1, emb.shape[1]), dim=-1) @ F.normalize(emb.float(), dim=-1).T
-    if len(exclude): sim[:, list(exclude)] = float("-inf")
+    if len(exclude):
+        sim[:, list(exclude)] = float("-inf")
     val, idx = sim.topk(k, dim=-1)
     return [[(words[i], v) for i, v in zip(ii, vv)] for ii, vv in zip(idx.tolist(), val.tolist())]
 
 # %% ../nbs/11c_tokens.ipynb #ff41cafa
 @torch.no_grad()
-def fine_tokens_of(net, # a `DGSPNet` (eval mode is set here)
-                   ds, # a test-mode `dgspnet.data.IRSTDDataset`
-                  ) -> tuple[torch.Tensor, list[str], list[str]]:
+def fine_tokens_of(
+    net,  # a `DGSPNet` (eval mode is set here)
+    ds,  # a test-mode `dgspnet.data.IRSTDDataset`
+) -> tuple[torch.Tensor, list[str], list[str]]:
     "(fine tokens [N, n_fine_tokens, width], image names, scene words) of every image of `ds`."
     if getattr(net, "inversion", None) is None:
-        raise ValueError("this model has no fine tokens (n_fine_tokens: 0, or no language branch): there are no words to show")
-    net.eval(); dev = next(net.parameters()).device
+        raise ValueError(
+            "this model has no fine tokens (n_fine_tokens: 0, or no language branch): there are no words to show"
+        )
+    net.eval()
+    dev = next(net.parameters()).device
     toks, names, scenes = [], [], []
     for i in range(len(ds)):
         item = ds[i]
         h, w = (int(v) for v in item["size"])
         x = pad_to_multiple(item["image"][None, :, :h, :w].to(dev))
         toks.append(net.inversion(*net.pre_encoder(x))[0].float().cpu())
-        names.append(item["name"]); scenes.append(item.get("scene", ""))
+        names.append(item["name"])
+        scenes.append(item.get("scene", ""))
     return torch.stack(toks), names, scenes
 
 # %% ../nbs/11c_tokens.ipynb #7dbb8728
 @dataclass
 class TokenWords:
     "What the fine tokens of a model say over one split."
+
     text_tower_random: bool
     overall: object  # DataFrame, one row per token: nearest words of the mean token, most frequent nearest words
     per_scene: object  # DataFrame indexed by (scene, token), or None when the dataset has no scene words
@@ -76,27 +88,45 @@ class TokenWords:
     @property
     def note(self) -> str:
         "One line to print above the tables: the warning when the words mean nothing."
-        return RANDOM_WORDS_WARNING if self.text_tower_random else f"Nearest CLIP words of the fine tokens over {self.n_images} images."
+        return (
+            RANDOM_WORDS_WARNING
+            if self.text_tower_random
+            else f"Nearest CLIP words of the fine tokens over {self.n_images} images."
+        )
 
-def _fmt_words(ws) -> str: return ", ".join(f"{w} ({c:.2f})" for w, c in ws)
 
-def summarize_tokens(toks:torch.Tensor, # [N, n, width] fine tokens
-                     scenes:list[str], # N scene words ("" for none)
-                     emb, words, exclude=(), # the vocabulary (`vocabulary`)
-                     k:int=5, # words per token
-                     text_tower_random:bool=False,
-                    ) -> TokenWords:
+def _fmt_words(ws) -> str:
+    return ", ".join(f"{w} ({c:.2f})" for w, c in ws)
+
+
+def summarize_tokens(
+    toks: torch.Tensor,  # [N, n, width] fine tokens
+    scenes: list[str],  # N scene words ("" for none)
+    emb,
+    words,
+    exclude=(),  # the vocabulary (`vocabulary`)
+    k: int = 5,  # words per token
+    text_tower_random: bool = False,
+) -> TokenWords:
     "Nearest words of the mean token, most frequent nearest words image by image, and per scene."
     import pandas as pd
+
     N, n, _ = toks.shape
     mean_words = nearest_words(toks.mean(0), emb, words, k, exclude)
-    top1 = [w[0][0] for w in nearest_words(toks, emb, words, 1, exclude)]  # image-major: [img0 s1, img0 s2, img1 s1, ...]
+    top1 = [
+        w[0][0] for w in nearest_words(toks, emb, words, 1, exclude)
+    ]  # image-major: [img0 s1, img0 s2, img1 s1, ...]
     rows = []
     for t in range(n):
         freq = Counter(top1[t::n]).most_common(k)
-        rows.append({"token": f"s{t+1}*", "nearest to the mean token": _fmt_words(mean_words[t]),
-                     "most frequent nearest word (share of images)": ", ".join(f"{w} ({c / N:.0%})" for w, c in freq),
-                     **({"text tower": "RANDOM: these words mean nothing"} if text_tower_random else {})})
+        rows.append(
+            {
+                "token": f"s{t + 1}*",
+                "nearest to the mean token": _fmt_words(mean_words[t]),
+                "most frequent nearest word (share of images)": ", ".join(f"{w} ({c / N:.0%})" for w, c in freq),
+                **({"text tower": "RANDOM: these words mean nothing"} if text_tower_random else {}),
+            }
+        )
     overall = pd.DataFrame(rows).set_index("token")
     per_scene = None
     if any(scenes):
@@ -104,35 +134,53 @@ def summarize_tokens(toks:torch.Tensor, # [N, n, width] fine tokens
         for s in sorted(set(scenes)):
             idx = [i for i, x in enumerate(scenes) if x == s]
             for t, ws in enumerate(nearest_words(toks[idx].mean(0), emb, words, k, exclude)):
-                srows.append({"scene": s or "(none)", "token": f"s{t+1}*", "images": len(idx), "nearest to the mean token": _fmt_words(ws)})
+                srows.append(
+                    {
+                        "scene": s or "(none)",
+                        "token": f"s{t + 1}*",
+                        "images": len(idx),
+                        "nearest to the mean token": _fmt_words(ws),
+                    }
+                )
         per_scene = pd.DataFrame(srows).set_index(["scene", "token"])
     return TokenWords(text_tower_random, overall, per_scene, mean_words, N)
 
 # %% ../nbs/11c_tokens.ipynb #f4927b7e
-def token_words(trained, # `dgspnet.checkpoint.Trained` (from `load_trained`)
-                manifest, # manifest.json of the prepared dataset
-                split:str="test", # which split's images
-                k:int=5, # words per token
-               ) -> TokenWords:
+def token_words(
+    trained,  # `dgspnet.checkpoint.Trained` (from `load_trained`)
+    manifest,  # manifest.json of the prepared dataset
+    split: str = "test",  # which split's images
+    k: int = 5,  # words per token
+) -> TokenWords:
     "The nearest CLIP words of the fine tokens of `trained` over `split`, overall and per scene."
     from dgspnet.data import IRSTDDataset
+
     net = trained.net
-    if net.text_encoder is None: raise ValueError("this model has no language branch (Table 2's baseline): there are no tokens to name")
+    if net.text_encoder is None:
+        raise ValueError("this model has no language branch (Table 2's baseline): there are no tokens to name")
     toks, _, scenes = fine_tokens_of(net, IRSTDDataset(manifest, split, train=False))
     emb, words, special = vocabulary(net.text_encoder)
     return summarize_tokens(toks, scenes, emb, words, special, k, trained.text_tower_random)
 
-def plot_token_words(tw:TokenWords, # from `token_words`
-                    ):
+
+def plot_token_words(
+    tw: TokenWords,  # from `token_words`
+):
     "Bar chart: the nearest words of each mean fine token and their cosine similarity. Returns the figure."
     import matplotlib.pyplot as plt
+
     n = len(tw.mean_words)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 0.35 * len(tw.mean_words[0]) + 1.2), squeeze=False)
     for t, (ax, ws) in enumerate(zip(axes[0], tw.mean_words)):
         ax.barh([w for w, _ in ws][::-1], [c for _, c in ws][::-1], color="C3" if tw.text_tower_random else "C0")
-        ax.set_title(f"s{t+1}*", fontsize=9); ax.set_xlabel("cosine similarity", fontsize=8); ax.tick_params(labelsize=8)
-    fig.suptitle(("RANDOM text tower: these words mean nothing.\n" if tw.text_tower_random else "") +
-                 f"Nearest CLIP words to the mean fine token ({tw.n_images} images)", fontsize=9,
-                 color="red" if tw.text_tower_random else "black")
+        ax.set_title(f"s{t + 1}*", fontsize=9)
+        ax.set_xlabel("cosine similarity", fontsize=8)
+        ax.tick_params(labelsize=8)
+    fig.suptitle(
+        ("RANDOM text tower: these words mean nothing.\n" if tw.text_tower_random else "")
+        + f"Nearest CLIP words to the mean fine token ({tw.n_images} images)",
+        fontsize=9,
+        color="red" if tw.text_tower_random else "black",
+    )
     fig.tight_layout()
     return fig

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_train.ipynb #6f8e9612
 from __future__ import annotations
-import dgspnet.runtime  # first: sets OMP_WAIT_POLICY before torch loads
+import dgspnet.runtime  # noqa: F401 (imported first: sets OMP_WAIT_POLICY before torch loads)
 import json, logging, os, random, sys, time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -20,11 +20,29 @@ from .data import IRSTDDataset
 from .model import DGSPNet, DGSPNetPretrainer
 from .blocks import upsample_to
 from .losses import SegmentationLoss, PretrainLoss
-from .checkpoint import (CheckpointError, build_model, trainable_state, load_trainable_state, save_atomic,
-                                save_trained, load_file, weights_hash, import_closure, code_hash)
+from dgspnet.checkpoint import (
+    CheckpointError,
+    build_model,
+    trainable_state,
+    load_trainable_state,
+    save_atomic,
+    save_trained,
+    load_file,
+    weights_hash,
+    import_closure,
+    code_hash,
+)
 from .inference import scenes_of, test_metrics
-from .distributed import (DistInfo, init_distributed, relaunch_under_torchrun, gather_batch, mean_over_ranks,
-                                 make_loader, wrap_model, unwrap)
+from dgspnet.distributed import (
+    DistInfo,
+    init_distributed,
+    relaunch_under_torchrun,
+    gather_batch,
+    mean_over_ranks,
+    make_loader,
+    wrap_model,
+    unwrap,
+)
 
 # %% auto #0
 __all__ = ['PAUSED_EXIT', 'FINGERPRINT_PARTS', 'get_logger', 'rng_state', 'set_rng_state', 'open_live', 'Stage', 'StagePaused',
@@ -32,20 +50,28 @@ __all__ = ['PAUSED_EXIT', 'FINGERPRINT_PARTS', 'get_logger', 'rng_state', 'set_r
            'train_model', 'lr_factor', 'train_optimizer', 'steps_per_epoch', 'run_train', 'run_stage']
 
 # %% ../nbs/13_train.ipynb #8fa95280
-def get_logger(cfg:Config, # the run's config (for the random-text-tower prefix)
-               log_file=None, # also append to this file
-               rank:int=0, world:int=1):
+def get_logger(
+    cfg: Config,  # the run's config (for the random-text-tower prefix)
+    log_file=None,  # also append to this file
+    rank: int = 0,
+    world: int = 1,
+):
     "The run's logger: stderr (+ file), prefixed loudly when the text tower is random."
     log = logging.getLogger("dgspnet.run")
-    log.setLevel(logging.INFO); log.propagate = False
-    for h in list(log.handlers): log.removeHandler(h); h.close()
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
     where = f"[rank {rank}/{world}] " if world > 1 else ""
     fmt = logging.Formatter(f"%(asctime)s {log_prefix(cfg)}{where}%(message)s", "%H:%M:%S")
     handlers = [logging.StreamHandler(sys.stderr)]
     if log_file is not None and rank == 0:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
-    for h in handlers: h.setFormatter(fmt); log.addHandler(h)
+    for h in handlers:
+        h.setFormatter(fmt)
+        log.addHandler(h)
     return log
 
 # %% ../nbs/13_train.ipynb #043ec571
@@ -53,12 +79,16 @@ def rng_state() -> dict:
     "The global random states of torch, numpy and python, as tensors and plain values."
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, words, py_gauss = random.getstate()
-    return dict(torch=torch.get_rng_state(),
-                numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss),
-                           gauss=float(gauss)),
-                python=dict(version=version, words=torch.tensor(words, dtype=torch.int64), gauss=py_gauss))
+    return dict(
+        torch=torch.get_rng_state(),
+        numpy=dict(
+            keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss), gauss=float(gauss)
+        ),
+        python=dict(version=version, words=torch.tensor(words, dtype=torch.int64), gauss=py_gauss),
+    )
 
-def set_rng_state(s:dict):
+
+def set_rng_state(s: dict):
     "Restore what `rng_state` returned."
     torch.set_rng_state(s["torch"])
     n, p = s["numpy"], s["python"]
@@ -66,37 +96,42 @@ def set_rng_state(s:dict):
     random.setstate((p["version"], tuple(p["words"].tolist()), p["gauss"]))
 
 # %% ../nbs/13_train.ipynb #b2dc66b2
-def open_live(live_dir, resume:bool, start_epoch:int):
+def open_live(live_dir, resume: bool, start_epoch: int):
     "A DVCLive logger for a stage (no dvc.yaml of its own, no experiment of its own)."
     from dvclive import Live
+
     live_dir = Path(live_dir)
     if resume:
-        for tsv in (live_dir/"plots"/"metrics").rglob("*.tsv"):
+        for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
             lines = tsv.read_text().splitlines()
-            if not lines: continue
+            if not lines:
+                continue
             col = lines[0].split("\t").index("step")
             keep = [lines[0]] + [l for l in lines[1:] if int(l.split("\t")[col]) <= start_epoch]
             tsv.write_text("\n".join(keep) + "\n")
     live = Live(str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
     return live
 
-def _finish_live(live, live_dir, random_text:bool):
+
+def _finish_live(live, live_dir, random_text: bool):
     live.end()
-    p = Path(live_dir)/"metrics.json"
+    p = Path(live_dir) / "metrics.json"
     if p.exists():
-        m = json.loads(p.read_text()); m["text_tower_random"] = bool(random_text)
+        m = json.loads(p.read_text())
+        m["text_tower_random"] = bool(random_text)
         p.write_text(json.dumps(m, indent=2) + "\n")
 
 # %% ../nbs/13_train.ipynb #33db977b
 @dataclass
 class Stage:
     "What the loop needs from a stage."
+
     name: str
-    model: nn.Module          # the module trained (DDP-wrapped under torchrun)
-    net: DGSPNet              # the unwrapped DGSPNet (for evaluation and weights)
+    model: nn.Module  # the module trained (DDP-wrapped under torchrun)
+    net: DGSPNet  # the unwrapped DGSPNet (for evaluation and weights)
     optimizer: torch.optim.Optimizer
-    scheduler: object         # stepped once per optimizer step, or None
-    step_fn: object           # (model, batch) -> dict of scalar tensors with "loss"
+    scheduler: object  # stepped once per optimizer step, or None
+    step_fn: object  # (model, batch) -> dict of scalar tensors with "loss"
     epochs: int
     batch_size: int
     ckpt_every: int
@@ -106,50 +141,74 @@ class Stage:
 # %% ../nbs/13_train.ipynb #57c8242a
 PAUSED_EXIT = 75  # exit status of a stage that saved its checkpoint and stopped early (EX_TEMPFAIL: try again)
 
+
 class StagePaused(Exception):
     "A stage stopped early (time budget or SIGTERM) after saving a checkpoint; the same command resumes it."
 
 # %% ../nbs/13_train.ipynb #a6511a80
 FINGERPRINT_PARTS = ("params", "data", "code")  # what a resumable checkpoint belongs to
 
-def run_fingerprint(stage:str, # "pretrain" or "train": also the name of its params group
-                    cfg:Config, manifest, # the run's config and manifest.json
-                    *inputs) -> dict: # further data the stage reads: the pretrained weights' hash
-    "The fingerprint of a stage's run in its three parts: params, data and code (the stage's import closure)."
-    return dict(params=fingerprint(stage, cfg.base, cfg.data, cfg.model, getattr(cfg, stage)),
-                data=fingerprint(Path(manifest).read_text(), *inputs), code=code_hash(import_closure("train")))
 
-def checkpoint_path(ckpt_dir, stage:str, fp:dict) -> Path:
+def run_fingerprint(
+    stage: str,  # "pretrain" or "train": also the name of its params group
+    cfg: Config,
+    manifest,  # the run's config and manifest.json
+    *inputs,
+) -> dict:  # further data the stage reads: the pretrained weights' hash
+    "The fingerprint of a stage's run in its three parts: params, data and code (the stage's import closure)."
+    return dict(
+        params=fingerprint(stage, cfg.base, cfg.data, cfg.model, getattr(cfg, stage)),
+        data=fingerprint(Path(manifest).read_text(), *inputs),
+        code=code_hash(import_closure("train")),
+    )
+
+
+def checkpoint_path(ckpt_dir, stage: str, fp: dict) -> Path:
     "The run's resumable checkpoint: named by the stage and the fingerprint of its params and data."
-    return Path(ckpt_dir)/f"{stage}-{fingerprint(fp['params'], fp['data'])}.pt"
+    return Path(ckpt_dir) / f"{stage}-{fingerprint(fp['params'], fp['data'])}.pt"
 
 # %% ../nbs/13_train.ipynb #82ef646f
-def resumable(ckpt_path, fp:dict, cfg:Config, log, main:bool=True) -> dict|None:
+def resumable(ckpt_path, fp: dict, cfg: Config, log, main: bool = True) -> dict | None:
     "The checkpoint to resume from, or None; one by other params, data or code is set aside (by the main process)."
     path = Path(ckpt_path)
-    if not path.exists(): return None
-    try: ck = load_file(path)
+    if not path.exists():
+        return None
+    try:
+        ck = load_file(path)
     except CheckpointError as e:
         raise CheckpointError(f"{e}; it is this run's resumable checkpoint: move it away to start the run over") from e
     old = ck.get("fingerprint") if isinstance(ck.get("fingerprint"), dict) else {}
     differ = [k for k in FINGERPRINT_PARTS if old.get(k) != fp[k]]
-    if not differ: return ck
-    if differ == ["code"] and cfg.base.resume_across_code:
-        log.warning(f"WARNING: resuming {path} although other code wrote it (code {old['code']}, now {fp['code']}): "
-                    "base.resume_across_code is true")
+    if not differ:
         return ck
-    if not main: return None
+    if differ == ["code"] and cfg.base.resume_across_code:
+        log.warning(
+            f"WARNING: resuming {path} although other code wrote it (code {old['code']}, now {fp['code']}): "
+            "base.resume_across_code is true"
+        )
+        return ck
+    if not main:
+        return None
     kept = path.with_name(f"{path.stem}.other-{'-'.join(differ)}-{time.strftime('%Y%m%d-%H%M%S')}.pt")
     os.replace(path, kept)
-    why = (f"; to resume it across a code change you know to be harmless, set base.resume_across_code: true and "
-           f"rename it back to {path.name}") if differ == ["code"] else ""
-    log.warning(f"WARNING: not resuming {path}: it was written with other {' and '.join(differ)}; set aside as {kept} "
-                f"(kept until you delete it){why}; starting from epoch 1")
+    why = (
+        (
+            f"; to resume it across a code change you know to be harmless, set base.resume_across_code: true and "
+            f"rename it back to {path.name}"
+        )
+        if differ == ["code"]
+        else ""
+    )
+    log.warning(
+        f"WARNING: not resuming {path}: it was written with other {' and '.join(differ)}; set aside as {kept} "
+        f"(kept until you delete it){why}; starting from epoch 1"
+    )
     return None
 
 # %% ../nbs/13_train.ipynb #dabef0a7
-def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, ckpt_path, live_dir, fp:dict,
-             log) -> int:
+def run_loop(
+    stage: Stage, cfg: Config, info: DistInfo, device, train_ds, test_ds, ckpt_path, live_dir, fp: dict, log
+) -> int:
     "Train `stage` for its epochs, resuming from `ckpt_path` when it matches fingerprint `fp`; returns epochs run."
     start, skip, partial = 0, 0, ({}, 0)
     amp = autocast_dtype(cfg.base.precision, device)
@@ -157,60 +216,101 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
     ck = resumable(ckpt_path, fp, cfg, log) if info.main else None
     if info.world > 1:  # the main process sets a checkpoint aside before the others look
         dist.barrier()
-        if not info.main: ck = resumable(ckpt_path, fp, cfg, log, main=False)
+        if not info.main:
+            ck = resumable(ckpt_path, fp, cfg, log, main=False)
     if ck is not None:
         load_trainable_state(unwrap(stage.model), ck["model"])
         stage.optimizer.load_state_dict(ck["optimizer"])
-        if stage.scheduler is not None: stage.scheduler.load_state_dict(ck["scheduler"])
+        if stage.scheduler is not None:
+            stage.scheduler.load_state_dict(ck["scheduler"])
         set_rng_state(ck["rng"])
-        if ck["scaler"]: scaler.load_state_dict(ck["scaler"])
+        if ck["scaler"]:
+            scaler.load_state_dict(ck["scaler"])
         start, skip, partial = int(ck["epoch"]), int(ck["batch"]), ck["partial"]
         where = f" step {skip}" if skip else ""
         log.info(f"{stage.name}: resuming from checkpoint {ckpt_path} at epoch {start}{where} of {stage.epochs}")
-        if start == stage.epochs: log.info(f"{stage.name}: its last epoch is done: nothing to train")
+        if start == stage.epochs:
+            log.info(f"{stage.name}: its last epoch is done: nothing to train")
+
     def save(epoch, batch=0, sums=None, n=0):
-        save_atomic(dict(stage=stage.name, epoch=epoch, batch=batch, partial=(sums or {}, n), fingerprint=fp,
-                         model=trainable_state(unwrap(stage.model)),
-                         optimizer=stage.optimizer.state_dict(),
-                         scheduler=stage.scheduler.state_dict() if stage.scheduler is not None else None,
-                         scaler=scaler.state_dict(), rng=rng_state()), ckpt_path)
+        save_atomic(
+            dict(
+                stage=stage.name,
+                epoch=epoch,
+                batch=batch,
+                partial=(sums or {}, n),
+                fingerprint=fp,
+                model=trainable_state(unwrap(stage.model)),
+                optimizer=stage.optimizer.state_dict(),
+                scheduler=stage.scheduler.state_dict() if stage.scheduler is not None else None,
+                scaler=scaler.state_dict(),
+                rng=rng_state(),
+            ),
+            ckpt_path,
+        )
+
     live = open_live(live_dir, resume=start > 0 or skip > 0, start_epoch=start) if info.main else None
-    if live is not None and start == 0 and skip == 0: live.log_param("text_tower_random", cfg.text_tower_random)
+    if live is not None and start == 0 and skip == 0:
+        live.log_param("text_tower_random", cfg.text_tower_random)
     with StopRequest(cfg.base.max_minutes) as stop:
         for epoch in range(start, stage.epochs):
             seed_everything(cfg.base.seed * 1000003 + epoch * 101 + info.rank, cfg.base.deterministic)
-            if skip: set_rng_state(ck["rng"])  # inside the epoch: the random state where the paused run stopped
-            loader = make_loader(train_ds, stage.batch_size, info, cfg.base.seed, epoch, cfg.data.num_workers,
-                                 steps=stage.steps_per_epoch, skip=skip, pin_memory=device.type == "cuda")
+            if skip:
+                set_rng_state(ck["rng"])  # inside the epoch: the random state where the paused run stopped
+            loader = make_loader(
+                train_ds,
+                stage.batch_size,
+                info,
+                cfg.base.seed,
+                epoch,
+                cfg.data.num_workers,
+                steps=stage.steps_per_epoch,
+                skip=skip,
+                pin_memory=device.type == "cuda",
+            )
             stage.model.train()
             (sums, n), skip = (dict(partial[0]), partial[1]) if skip else ({}, 0), 0
-            bar = tqdm(loader, desc=f"{log_prefix(cfg)}{stage.name} epoch {epoch + 1}/{stage.epochs}",
-                       disable=not info.main or not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
+            bar = tqdm(
+                loader,
+                desc=f"{log_prefix(cfg)}{stage.name} epoch {epoch + 1}/{stage.epochs}",
+                disable=not info.main or not sys.stderr.isatty(),
+                leave=False,
+                dynamic_ncols=True,
+            )
             for j, batch in enumerate(bar, 1):
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                     out = stage.step_fn(stage.model, batch)
                 stage.optimizer.zero_grad(set_to_none=True)
                 scaler.scale(out["loss"]).backward()
-                scaler.step(stage.optimizer); scaler.update()
-                if stage.scheduler is not None: stage.scheduler.step()
-                for k, v in out.items(): sums[k] = sums.get(k, 0.0) + float(v.detach())
+                scaler.step(stage.optimizer)
+                scaler.update()
+                if stage.scheduler is not None:
+                    stage.scheduler.step()
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
                 n += 1
                 bar.set_postfix(loss=f"{float(out['loss'].detach()):.4f}")
                 if j < len(loader) and stop:  # after the epoch's last step the epoch ends normally (below)
-                    if info.main: save(epoch, n, sums, n)
-                    if info.world > 1: dist.barrier()
-                    raise StagePaused(f"{stage.name}: paused at epoch {epoch + 1}/{stage.epochs}, step {n} ({stop.reason}); "
-                                      f"checkpoint {ckpt_path}; run the same command to resume")
+                    if info.main:
+                        save(epoch, n, sums, n)
+                    if info.world > 1:
+                        dist.barrier()
+                    raise StagePaused(
+                        f"{stage.name}: paused at epoch {epoch + 1}/{stage.epochs}, step {n} ({stop.reason}); "
+                        f"checkpoint {ckpt_path}; run the same command to resume"
+                    )
             logs = mean_over_ranks({k: v / max(n, 1) for k, v in sums.items()})
             done = epoch + 1
             msg = " ".join(f"{k}={v:.5f}" for k, v in logs.items())
             if info.main:
                 live.step = done
-                for k, v in logs.items(): live.log_metric(f"{stage.name}/{k}", v)
+                for k, v in logs.items():
+                    live.log_metric(f"{stage.name}/{k}", v)
                 live.log_metric("lr", stage.optimizer.param_groups[0]["lr"])
                 if test_ds is not None and stage.eval_every and (done % stage.eval_every == 0 or done == stage.epochs):
                     met = test_metrics(stage.net, test_ds, cfg.evaluate.threshold)
-                    for k, v in met.items(): live.log_metric(f"test/{k}", v)
+                    for k, v in met.items():
+                        live.log_metric(f"test/{k}", v)
                     msg += " | test " + " ".join(f"{k}={v:.4f}" for k, v in met.items())
                 live.log_metric("text_tower_random", int(cfg.text_tower_random), plot=False)
                 live.next_step()
@@ -219,15 +319,19 @@ def run_loop(stage:Stage, cfg:Config, info:DistInfo, device, train_ds, test_ds, 
             if info.main and (done % max(stage.ckpt_every, 1) == 0 or done == stage.epochs or paused):
                 save(done)
                 log.info(f"{stage.name}: checkpoint saved at epoch {done} -> {ckpt_path}")
-            if info.world > 1: dist.barrier()
+            if info.world > 1:
+                dist.barrier()
             if paused:
-                raise StagePaused(f"{stage.name}: paused after epoch {done}/{stage.epochs} ({stop.reason}); "
-                                  f"checkpoint {ckpt_path}; run the same command to resume")
-    if info.main: _finish_live(live, live_dir, cfg.text_tower_random)
+                raise StagePaused(
+                    f"{stage.name}: paused after epoch {done}/{stage.epochs} ({stop.reason}); "
+                    f"checkpoint {ckpt_path}; run the same command to resume"
+                )
+    if info.main:
+        _finish_live(live, live_dir, cfg.text_tower_random)
     return stage.epochs - start
 
 # %% ../nbs/13_train.ipynb #c20b824b
-def pretrain_optimizer(pre:DGSPNetPretrainer, cfg:Config) -> torch.optim.AdamW:
+def pretrain_optimizer(pre: DGSPNetPretrainer, cfg: Config) -> torch.optim.AdamW:
     "AdamW (Sec. 4.1): the inversion net at `pretrain.lr_inversion`, every other trainable parameter at `lr_other`."
     groups = pre.param_groups(lr_inversion=cfg.pretrain.lr_inversion, lr_other=cfg.pretrain.lr_other)
     return torch.optim.AdamW(groups, weight_decay=cfg.pretrain.weight_decay)
@@ -240,36 +344,52 @@ def _pretrain_step(loss_fn):
         if out["image_embed"] is None:  # no language branch: reconstruction only
             mse = nn.functional.mse_loss(out["recon"], x)
             return dict(loss=mse, mse=mse)
-        return loss_fn(out["recon"], x, gather_batch(out["image_embed"]), gather_batch(out["text_embed"]), out["logit_scale"])
+        return loss_fn(
+            out["recon"], x, gather_batch(out["image_embed"]), gather_batch(out["text_embed"]), out["logit_scale"]
+        )
+
     return step
 
+
 @contextmanager
-def _stage(cfg:Config, out_dir, stage:str):
+def _stage(cfg: Config, out_dir, stage: str):
     "A stage's run: torchrun group, the output folder's lock (main process), seeds, threads, logger, warnings."
     info, device = init_distributed(cfg.base.device)
     with OutputLock(out_dir) if info.main else nullcontext():
         set_threads(cfg.base.threads)
         seed_everything(cfg.base.seed, cfg.base.deterministic)
-        try: log = get_logger(cfg, Path(out_dir)/"run.log", info.rank, info.world)
-        except OSError as e: raise not_writable(out_dir, e, "the run has not started; nothing was written") or e
+        try:
+            log = get_logger(cfg, Path(out_dir) / "run.log", info.rank, info.world)
+        except OSError as e:
+            raise not_writable(out_dir, e, "the run has not started; nothing was written") or e
         if cfg.text_tower_random and info.main:
             bang = "!" * 100
-            for line in (bang, RANDOM_TEXT_WARNING, bang): log.warning(line)
+            for line in (bang, RANDOM_TEXT_WARNING, bang):
+                log.warning(line)
         log.info(f"{stage}: device {device}, {info.world} process(es), seed {cfg.base.seed}")
         yield info, device, log
 
-def _finished(ckpt_path:Path, stage:str, log, keep:bool=False):
+
+def _finished(ckpt_path: Path, stage: str, log, keep: bool = False):
     "A finished run's output is written: its resumable checkpoint is deleted, or kept (at the last epoch) if `keep`."
     if keep:
-        log.info(f"{stage}: finished; its checkpoint {ckpt_path} is kept (--keep_ckpt): the same command rewrites "
-                 "the output without training")
+        log.info(
+            f"{stage}: finished; its checkpoint {ckpt_path} is kept (--keep_ckpt): the same command rewrites "
+            "the output without training"
+        )
         return
     ckpt_path.unlink(missing_ok=True)
     log.info(f"{stage}: finished; its resumable checkpoint {ckpt_path} is deleted")
 
 # %% ../nbs/13_train.ipynb #d0137e26
-def run_pretrain(cfg:Config, manifest, out_dir="outputs/pretrain", ckpt_dir="outputs/checkpoints",
-                 live_dir="results/pretrain", keep_ckpt:bool=False) -> Path|None:
+def run_pretrain(
+    cfg: Config,
+    manifest,
+    out_dir="outputs/pretrain",
+    ckpt_dir="outputs/checkpoints",
+    live_dir="results/pretrain",
+    keep_ckpt: bool = False,
+) -> Path | None:
     "Reconstruction pretraining; writes `out_dir/encoder.pt` (encoder + inversion weights). Returns its path (main process)."
     with _stage(cfg, out_dir, "pretrain") as (info, device, log):
         train_ds = IRSTDDataset(manifest, "train", crop=cfg.data.crop, train=True, seed=cfg.base.seed)
@@ -277,49 +397,66 @@ def run_pretrain(cfg:Config, manifest, out_dir="outputs/pretrain", ckpt_dir="out
         pre = DGSPNetPretrainer(net)
         model = wrap_model(pre, info, device, cfg.base.channels_last, cfg.base.compile)
         fp = run_fingerprint("pretrain", cfg, manifest)
-        stage = Stage("pretrain", model, net, pretrain_optimizer(pre, cfg), None, _pretrain_step(PretrainLoss()),
-                      cfg.pretrain.epochs, cfg.pretrain.batch_size, cfg.pretrain.ckpt_every,
-                      steps_per_epoch=cfg.pretrain.steps_per_epoch)
+        stage = Stage(
+            "pretrain",
+            model,
+            net,
+            pretrain_optimizer(pre, cfg),
+            None,
+            _pretrain_step(PretrainLoss()),
+            cfg.pretrain.epochs,
+            cfg.pretrain.batch_size,
+            cfg.pretrain.ckpt_every,
+            steps_per_epoch=cfg.pretrain.steps_per_epoch,
+        )
         ckpt_path = checkpoint_path(ckpt_dir, "pretrain", fp)
         run_loop(stage, cfg, info, device, train_ds, None, ckpt_path, live_dir, fp, log)
         out = None
         if info.main:
-            out = Path(out_dir)/"encoder.pt"
+            out = Path(out_dir) / "encoder.pt"
             save_atomic(dict(state=net.encoder_state_dict(), fingerprint=fp, config=cfg.to_dict()), out)
             log.info(f"pretrain: encoder + inversion weights -> {out}")
             _finished(ckpt_path, "pretrain", log, keep_ckpt)
-        if info.world > 1: dist.barrier()
+        if info.world > 1:
+            dist.barrier()
         return out
 
 # %% ../nbs/13_train.ipynb #cd29ca79
-def train_model(cfg:Config, pretrained=None, log=None) -> DGSPNet:
+def train_model(cfg: Config, pretrained=None, log=None) -> DGSPNet:
     "The model normal training starts from: built from `cfg`, the pretrained encoder + inversion weights loaded, the inversion net frozen."
     net = build_model(cfg)
     if pretrained is not None:
         ck = load_file(pretrained, "pretrained encoder")
         if "state" not in ck:
-            raise CheckpointError(f"{pretrained}: not a pretraining checkpoint (no 'state'); "
-                                  "use outputs/pretrain/encoder.pt")
+            raise CheckpointError(
+                f"{pretrained}: not a pretraining checkpoint (no 'state'); use outputs/pretrain/encoder.pt"
+            )
         net.load_pretrained(ck["state"])
-        if log: log.info(f"train: loaded pretrained encoder + inversion weights from {pretrained}")
-    elif log: log.info("train: train.pretrained is false: starting from random encoder and inversion weights")
+        if log:
+            log.info(f"train: loaded pretrained encoder + inversion weights from {pretrained}")
+    elif log:
+        log.info("train: train.pretrained is false: starting from random encoder and inversion weights")
     return net.freeze_inversion()
 
-def lr_factor(step:int, # optimizer steps taken
-              steps:int, # total optimizer steps of the stage
-              power:float=1.2, # polynomial decay power
-              warmup:int=0, # linear warmup steps
-             ) -> float:
+
+def lr_factor(
+    step: int,  # optimizer steps taken
+    steps: int,  # total optimizer steps of the stage
+    power: float = 1.2,  # polynomial decay power
+    warmup: int = 0,  # linear warmup steps
+) -> float:
     "Learning-rate multiplier: (1 - step/steps)^power, times a linear warmup min(1, (step+1)/(warmup+1))."
     decay = max(0.0, 1 - step / max(steps, 1)) ** power
     return decay * min(1.0, (step + 1) / (warmup + 1))
 
-def train_optimizer(net:DGSPNet, cfg:Config, steps:int) -> tuple:
+
+def train_optimizer(net: DGSPNet, cfg: Config, steps: int) -> tuple:
     "Adam at `train.lr` over the trainable parameters; polynomial decay of power `train.poly_power` to 0 over `steps` steps (after `train.warmup_steps` of linear warmup)."
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.train.lr)
     t = cfg.train
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, steps, t.poly_power, t.warmup_steps))
     return opt, sched
+
 
 def steps_per_epoch(ds, stage_cfg) -> int:
     "Optimizer steps in one epoch: `steps_per_epoch` when set (at most a full pass), else the full pass."
@@ -327,8 +464,9 @@ def steps_per_epoch(ds, stage_cfg) -> int:
     return min(stage_cfg.steps_per_epoch, full) if stage_cfg.steps_per_epoch else full
 
 # %% ../nbs/13_train.ipynb #0500f0a5
-def _train_step(loss_fn, aux_weight:float=0.0):
+def _train_step(loss_fn, aux_weight: float = 0.0):
     "Eq. 11 on the main logits; with deep supervision, plus `aux_weight` x the mean Eq. 11 of the auxiliary logits (bilinear upsampling, deterministic on CUDA)."
+
     def step(model, batch):
         x = batch["image"].to(next(model.parameters()).device)
         y = batch["mask"].to(x.device)
@@ -339,11 +477,19 @@ def _train_step(loss_fn, aux_weight:float=0.0):
         out["aux"] = torch.stack([loss_fn(upsample_to(a, y.shape[-2:]), y) for a in aux]).mean()
         out["loss"] = out["loss"] + aux_weight * out["aux"]
         return out
+
     return step
 
 # %% ../nbs/13_train.ipynb #0c240eb8
-def run_train(cfg:Config, manifest, pretrained="outputs/pretrain/encoder.pt", out_dir="outputs/train",
-              ckpt_dir="outputs/checkpoints", live_dir="results/train", keep_ckpt:bool=False) -> Path|None:
+def run_train(
+    cfg: Config,
+    manifest,
+    pretrained="outputs/pretrain/encoder.pt",
+    out_dir="outputs/train",
+    ckpt_dir="outputs/checkpoints",
+    live_dir="results/train",
+    keep_ckpt: bool = False,
+) -> Path | None:
     "Normal training; writes `out_dir/model.pt`. Returns its path (main process)."
     with _stage(cfg, out_dir, "train") as (info, device, log):
         train_ds = IRSTDDataset(manifest, "train", crop=cfg.data.crop, train=True, seed=cfg.base.seed)
@@ -355,31 +501,48 @@ def run_train(cfg:Config, manifest, pretrained="outputs/pretrain/encoder.pt", ou
         fp = run_fingerprint("train", cfg, manifest, pre_hash)
         loss_fn = SegmentationLoss(cfg.train.lambda_bce, cfg.train.lambda_softiou)
         step_fn = _train_step(loss_fn, cfg.train.aux_weight if cfg.model.deep_supervision else 0.0)
-        stage = Stage("train", model, net, opt, sched, step_fn, cfg.train.epochs, cfg.train.batch_size,
-                      cfg.train.ckpt_every, cfg.train.eval_every, cfg.train.steps_per_epoch)
+        stage = Stage(
+            "train",
+            model,
+            net,
+            opt,
+            sched,
+            step_fn,
+            cfg.train.epochs,
+            cfg.train.batch_size,
+            cfg.train.ckpt_every,
+            cfg.train.eval_every,
+            cfg.train.steps_per_epoch,
+        )
         ckpt_path = checkpoint_path(ckpt_dir, "train", fp)
         run_loop(stage, cfg, info, device, train_ds, test_ds, ckpt_path, live_dir, fp, log)
         out = None
         if info.main:
-            out = Path(out_dir)/"model.pt"
+            out = Path(out_dir) / "model.pt"
             stats = json.loads(Path(manifest).read_text()).get("stats")
             save_trained(net, cfg, stats, out, epochs=cfg.train.epochs, fingerprint=fp)
             log.info(f"train: weights -> {out}")
             _finished(ckpt_path, "train", log, keep_ckpt)
-        if info.world > 1: dist.barrier()
+        if info.world > 1:
+            dist.barrier()
         return out
 
 # %% ../nbs/13_train.ipynb #1dac5ce1
-def run_stage(stage_fn, # run_pretrain or run_train
-              params:str, # params file
-              *args): # the stage function's arguments after the config
+def run_stage(
+    stage_fn,  # run_pretrain or run_train
+    params: str,  # params file
+    *args,
+):  # the stage function's arguments after the config
     "Run a training stage from its params file (under torchrun when `base.nproc` > 1); a paused stage exits with `PAUSED_EXIT`."
     cfg = load_params(params)
     rc = relaunch_under_torchrun(cfg.base.nproc)
-    if rc is not None: sys.exit(rc)
-    try: stage_fn(cfg, *args)
+    if rc is not None:
+        sys.exit(rc)
+    try:
+        stage_fn(cfg, *args)
     except StagePaused as e:
         print(e, file=sys.stderr, flush=True)
         sys.exit(PAUSED_EXIT)
     finally:
-        if dist.is_initialized(): dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
