@@ -12,7 +12,9 @@ throughput settings are measured on the full model at the first precision. The p
 steps x epochs for both stages, plus the test passes every train.eval_every (50) epochs at the measured inference
 time per image; dataset sizes are the published splits. This is a benchmark, not a test.
 """
+
 import os
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse, json, statistics, time
 from pathlib import Path
@@ -35,12 +37,16 @@ SETTINGS = {"channels_last": {"channels_last": True}, "compile": {"compile": Tru
 
 
 def timed(fn, device, steps, warmup) -> float:
-    for _ in range(warmup): fn()
+    for _ in range(warmup):
+        fn()
     ts = []
     for _ in range(steps):
-        if device.type == "cuda": torch.cuda.synchronize()
-        t = time.perf_counter(); fn()
-        if device.type == "cuda": torch.cuda.synchronize()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
 
@@ -49,50 +55,74 @@ def bench(model_kw, precision, device, steps, warmup, **how) -> dict:
     cfg = config_from_dict({"model": {"widths": [16, 32, 64, 128, 256], "clip_weights": "none", **model_kw}})
     amp = autocast_dtype(precision, device)
     g = torch.Generator().manual_seed(0)
-    batch = {"image": torch.randn(4, 1, 256, 256, generator=g).to(device),
-             "mask": (torch.rand(4, 1, 256, 256, generator=g) > 0.999).float().to(device), "scene": [""] * 4}
+    batch = {
+        "image": torch.randn(4, 1, 256, 256, generator=g).to(device),
+        "mask": (torch.rand(4, 1, 256, 256, generator=g) > 0.999).float().to(device),
+        "scene": [""] * 4,
+    }
     out = {}
     for stage in ("pretrain", "train"):
         net = build_model(cfg)
-        model = wrap_model(DGSPNetPretrainer(net) if stage == "pretrain" else net.freeze_inversion(), DistInfo(), device, **how)
+        model = wrap_model(
+            DGSPNetPretrainer(net) if stage == "pretrain" else net.freeze_inversion(), DistInfo(), device, **how
+        )
         step = _pretrain_step(PretrainLoss()) if stage == "pretrain" else _train_step(SegmentationLoss())
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
         model.train()
+
         def one():
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 loss = step(model, batch)["loss"]
-            opt.zero_grad(set_to_none=True); scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
         first = timed(one, device, 1, 0)
         s = timed(one, device, steps, warmup)
         out[stage] = dict(step_s=round(s, 4), images_per_s=round(4 / s, 2), first_step_s=round(first, 2))
     net.eval()
     x = batch["image"][:1]
-    with torch.no_grad(): out["inference_s_per_image"] = round(timed(lambda: net(x), device, steps, warmup), 4)
+    with torch.no_grad():
+        out["inference_s_per_image"] = round(timed(lambda: net(x), device, steps, warmup), 4)
     return out
 
 
-def project(r:dict) -> dict:
+def project(r: dict) -> dict:
     "Hours for each paper preset: 800 pretraining + 800 training epochs + 16 test passes (eval_every 50)."
     res = {}
     for name, (n_train, n_test, size) in SPLITS.items():
         per_epoch = n_train // 4
         scale = (size / 256) ** 2  # IRSTD-1K images are 512x512: test passes cost about 4x per image
-        sec = 800 * per_epoch * (r["pretrain"]["step_s"] + r["train"]["step_s"]) + 16 * n_test * r["inference_s_per_image"] * scale
+        sec = (
+            800 * per_epoch * (r["pretrain"]["step_s"] + r["train"]["step_s"])
+            + 16 * n_test * r["inference_s_per_image"] * scale
+        )
         res[name] = round(sec / 3600, 1)
     return res
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="auto"); ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precisions", nargs="*", default=None, help="default: fp32 and bf16 (+ fp16 on CUDA)")
-    ap.add_argument("--steps", type=int, default=10); ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
     a = ap.parse_args()
-    device = pick_device(a.device); set_threads(a.threads)
+    device = pick_device(a.device)
+    set_threads(a.threads)
     precisions = a.precisions or (["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
-    res = dict(device=str(device), machine=torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu_model()}, {a.threads} threads",
-               torch=torch.__version__, crop=256, batch=4, steps=a.steps, results={})
+    res = dict(
+        device=str(device),
+        machine=torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu_model()}, {a.threads} threads",
+        torch=torch.__version__,
+        crop=256,
+        batch=4,
+        steps=a.steps,
+        results={},
+    )
     for name, kw in MODELS.items():
         for prec in precisions:
             r = bench(kw, prec, device, a.steps, a.warmup)

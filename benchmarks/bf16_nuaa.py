@@ -10,6 +10,7 @@ drawn at another scale resized, as `data.resize_masks`). Writes benchmarks/resul
 
 Run from the repository root:  .venv/bin/python benchmarks/bf16_nuaa.py [--dataset PATH] [--steps 300] [--threads 2]
 """
+
 import argparse, json, os, statistics, tempfile, time
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from machine import cpu_model
 
 THRESHOLDS = (0.5, 0.2, 0.1)  # 0.5 is the pipeline's; the briefly trained model's targets are fainter
 
-def train_briefly(man:Path, steps:int):
+
+def train_briefly(man: Path, steps: int):
     "A DGSPNet (widths 8..128, random text tower) trained `steps` Adam steps on the training split of `man`."
     ds = IRSTDDataset(man, "train", crop=128)
     # no head prior: the model marks targets within the few steps it gets
@@ -46,6 +48,7 @@ def train_briefly(man:Path, steps:int):
         opt.step()
     return to_channels_last(net), loss.item()
 
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="data/NUAA-SIRST", help="the NUAA-SIRST folder (README, Datasets)")
@@ -58,7 +61,7 @@ def main():
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp())
     t0 = time.perf_counter()
-    man = prepare_dataset(a.dataset, work/"prep", resize_masks=True)
+    man = prepare_dataset(a.dataset, work / "prep", resize_masks=True)
     net, last_loss = train_briefly(man, a.steps)
     train_s = time.perf_counter() - t0
     ds = IRSTDDataset(man, "test", train=False)
@@ -73,19 +76,33 @@ def main():
             t = time.perf_counter()
             probs[k] = predict_normalized(net, x, bf16=k == "bf16")[0, 0].numpy()
             times[k].append(time.perf_counter() - t)
-            for t in THRESHOLDS: mets[(k, t)].update(probs[k], gt)
+            for t in THRESHOLDS:
+                mets[(k, t)].update(probs[k], gt)
         diffs.append(float(np.abs(probs["bf16"] - probs["fp32"]).max()))
-        for t in THRESHOLDS: flipped[t] += int(((probs["bf16"] > t) != (probs["fp32"] > t)).sum())
+        for t in THRESHOLDS:
+            flipped[t] += int(((probs["bf16"] > t) != (probs["fp32"] > t)).sum())
         pixels += h * w
     res = {f"{k}@{t}": {m: round(float(v), 4) for m, v in mets[(k, t)].compute().items()} for k, t in mets}
     out = dict(
-        machine=dict(cpu=cpu_model(), torch=torch.__version__, threads=a.threads,
-                     loadavg_before=[round(v, 2) for v in load_before],
-                     loadavg_after=[round(v, 2) for v in os.getloadavg()],
-                     note="a shared machine: other processes ran beside (see the load averages)"),
-        model=dict(widths=[8, 16, 32, 64, 128], clip_weights="none", head_prior=None,
-                   trained_on="the dataset's training split, briefly",
-                   steps=a.steps, batch=4, crop=128, final_loss=round(last_loss, 4), train_seconds=round(train_s, 1)),
+        machine=dict(
+            cpu=cpu_model(),
+            torch=torch.__version__,
+            threads=a.threads,
+            loadavg_before=[round(v, 2) for v in load_before],
+            loadavg_after=[round(v, 2) for v in os.getloadavg()],
+            note="a shared machine: other processes ran beside (see the load averages)",
+        ),
+        model=dict(
+            widths=[8, 16, 32, 64, 128],
+            clip_weights="none",
+            head_prior=None,
+            trained_on="the dataset's training split, briefly",
+            steps=a.steps,
+            batch=4,
+            crop=128,
+            final_loss=round(last_loss, 4),
+            train_seconds=round(train_s, 1),
+        ),
         dataset=dict(path=a.dataset, split="test", images=len(ds)),
         metrics=res,
         ms_per_image_median={k: round(1000 * statistics.median(v), 2) for k, v in times.items()},
@@ -95,6 +112,7 @@ def main():
     )
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
+
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@
 `python benchmarks/machine.py` prints the line CI compares with `results/recorded_on.txt`, the machine that made the
 committed `dvc.lock`: float rounding differs between CPU models and library versions, so the default `dvc repro`
 reproduces that record byte for byte only on the same kind of machine."""
+
 import platform
 from pathlib import Path
 
@@ -11,14 +12,17 @@ def cpu_model() -> str:
     "The CPU's model name from /proc/cpuinfo, else what `platform` knows."
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"): return line.split(":", 1)[1].strip()
-    except OSError: pass
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or "unknown"
 
 
 def machine_line() -> str:
     "CPU model, machine type and the versions of the libraries that compute: what a byte-exact record depends on."
     import numpy, torch
+
     return f"{cpu_model()} | {platform.machine()} | torch {torch.__version__} | numpy {numpy.__version__}"
 
 

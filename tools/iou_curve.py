@@ -6,10 +6,12 @@ Reads <run>/train/plots/metrics/test/{IoU,nIoU}.tsv (fractions, logged every tra
 <run>/iou_curve.png. The paper's IoU for the run's dataset (the last folder of `data.source` in <run>/params.yaml)
 comes from configs/paper_tables.yaml (`dgspnet.evaluate.paper_row`); a dataset the paper does not report gets no line.
 """
+
 import argparse, csv
 from pathlib import Path
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import yaml
@@ -17,7 +19,7 @@ import yaml
 from dgspnet.evaluate import paper_row
 
 
-def read_tsv(path:Path) -> tuple:
+def read_tsv(path: Path) -> tuple:
     rows = list(csv.DictReader(path.open(), delimiter="\t"))
     key = next(k for k in rows[0] if k != "step")
     return [int(r["step"]) for r in rows], [100 * float(r[key]) for r in rows]
