@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .encoder import PreEncoder, ReEncoder
@@ -21,9 +22,10 @@ from .text import TextEncoder, TextFeatures
 from .prompts import DualGranularityPrompt
 
 # %% auto #0
-__all__ = ['SIZE_DIVISOR', 'pad_to_multiple', 'check_input', 'StageWeights', 'DGSPNet', 'count_flops', 'DGSPNetPretrainer']
+__all__ = ['SIZE_DIVISOR', 'pad_to_multiple', 'check_input', 'check_model_settings', 'build_language_branch', 'DGSPNet',
+           'count_flops', 'DGSPNetPretrainer']
 
-# %% ../nbs/11_model.ipynb #cell005
+# %% ../nbs/11_model.ipynb #9a668054
 SIZE_DIVISOR = 32
 
 
@@ -36,7 +38,7 @@ def pad_to_multiple(
     ph, pw = (-x.shape[-2]) % multiple, (-x.shape[-1]) % multiple
     return F.pad(x, (0, pw, 0, ph), value=value) if ph or pw else x
 
-
+# %% ../nbs/11_model.ipynb #dc439399
 def check_input(x: torch.Tensor, in_channels: int = 1, multiple: int = SIZE_DIVISOR):
     "Raise a ValueError naming the fix unless x is [B,in_channels,H,W] with H, W multiples of `multiple`."
     if x.dim() != 4 or x.shape[1] != in_channels:
@@ -50,48 +52,42 @@ def check_input(x: torch.Tensor, in_channels: int = 1, multiple: int = SIZE_DIVI
             f"F.pad(x, (0, {pw}, 0, {ph}))) and crop the output back to {h}x{w}"
         )
 
-# %% ../nbs/11_model.ipynb #e65f35c1
-class StageWeights:
-    "What the training stages do with a DGSPNet's weights: freeze the inversion net, count, carry the encoder over."
+# %% ../nbs/11_model.ipynb #c86ec942
+def check_model_settings(
+    widths: Sequence[int],  # channels of f1..f5
+    n_fine_tokens: int,  # fine-grained tokens s*_i (Table 3: 0..4)
+    tgca_text: str,  # TGCA text vector: "eot" or "mean"
+    tgsa_norm: str,  # TGSA weights: one of TGSA_NORMS
+) -> tuple[int, ...]:
+    "The five widths as ints; a ValueError naming the setting for a value the paper does not define."
+    widths = tuple(int(w) for w in widths)
+    if len(widths) != 5:
+        raise ValueError(f"widths must give the 5 channel widths of f1..f5, got {widths}")
+    if not 0 <= n_fine_tokens <= 4:
+        raise ValueError(f"n_fine_tokens must be 0..4 (Table 3), got {n_fine_tokens}")
+    if tgca_text not in ("eot", "mean"):
+        raise ValueError(f"tgca_text must be 'eot' or 'mean', got {tgca_text!r}")
+    if tgsa_norm not in TGSA_NORMS:
+        raise ValueError(f"tgsa_norm must be one of {TGSA_NORMS}, got {tgsa_norm!r}")
+    return widths
 
-    @property
-    def inversion_frozen(self) -> bool:
-        return self.inversion is None or not any(p.requires_grad for p in self.inversion.parameters())
+# %% ../nbs/11_model.ipynb #e7d3bbb4
+def build_language_branch(
+    widths: tuple[int, ...],  # channels of f1..f5 (the inversion net reads f1..f3)
+    n_fine_tokens: int,  # fine-grained tokens s*_i (0: no inversion net)
+    clip_weights: str,  # weights of the text tower built when `text_encoder` is None
+    text_encoder: TextEncoder | None,  # an already built TextEncoder to share
+    inv_dim: int,  # c, width of the inversion net's tokens and attention
+    inv_heads: int,  # inversion net attention heads
+    template: str | None,  # prompt template override (None: Table 3's for n_fine_tokens)
+) -> tuple[InversionNet | None, DualGranularityPrompt]:
+    "(the inversion net, or None without fine tokens; the dual-granularity prompt over the text encoder)."
+    te = text_encoder if text_encoder is not None else TextEncoder(clip_weights)
+    inversion = InversionNet(widths[:3], n_fine_tokens, inv_dim, inv_heads, te.width) if n_fine_tokens else None
+    return inversion, DualGranularityPrompt(te, n_fine_tokens, template)
 
-    def freeze_inversion(self, frozen: bool = True) -> "StageWeights":
-        "Freeze (normal training, Sec. 3.1) or unfreeze (pretraining) the inversion net; returns self."
-        if self.inversion is not None:
-            self.inversion.requires_grad_(not frozen)
-        return self
-
-    def param_counts(self) -> dict:
-        "Parameters: dict(trainable, frozen, total)."
-        ps = list(self.parameters())
-        trainable = sum(p.numel() for p in ps if p.requires_grad)
-        total = sum(p.numel() for p in ps)
-        return dict(trainable=trainable, frozen=total - trainable, total=total)
-
-    ENCODER_PARTS = ("pre_encoder", "re_encoder", "inversion")
-
-    def encoder_state_dict(self) -> dict:
-        "Weights passed from pretraining to normal training: pre-encoder, re-encoder (with TGCA), inversion net."
-        return {k: v for k, v in self.state_dict().items() if k.split(".")[0] in self.ENCODER_PARTS}
-
-    def load_pretrained(self, state: dict) -> "StageWeights":
-        "Load `encoder_state_dict()` weights from a pretrained model of the same configuration; returns self."
-        expected = set(self.encoder_state_dict())
-        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-        if missing or unexpected:
-            raise ValueError(
-                f"pretrained encoder weights do not fit this model (different widths, switches or "
-                f"n_fine_tokens?): {len(missing)} missing e.g. {missing[:3]}, "
-                f"{len(unexpected)} unexpected e.g. {unexpected[:3]}"
-            )
-        self.load_state_dict(state, strict=False)
-        return self
-
-# %% ../nbs/11_model.ipynb #cell008
-class DGSPNet(StageWeights, nn.Module):
+# %% ../nbs/11_model.ipynb #03d9d03f
+class DGSPNet(nn.Module):
     "DGSPNet (arXiv 2511.19306): image [B,in_channels,H,W] -> target logits [B,1,H,W]; H, W multiples of 32."
 
     def __init__(
@@ -112,102 +108,116 @@ class DGSPNet(StageWeights, nn.Module):
         attn_heads: int = 8,  # cross-attention heads (must divide widths[4])
         tgsa_dim: int | None = None,  # d_c of TGSA (None: each stage's width)
         template: str | None = None,  # prompt template override (None: Table 3's for n_fine_tokens)
-        head_prior: float
-        | None = 6.4e-4,  # initial target probability of the prediction head (None: PyTorch's default init)
+        head_prior: float | None = 6.4e-4,  # initial target probability of the head (None: PyTorch's init)
         deep_supervision: bool = False,  # auxiliary heads on decoder stages 5..2 (not in the paper; off there)
     ):
         super().__init__()
-        widths = tuple(int(w) for w in widths)
-        if len(widths) != 5:
-            raise ValueError(f"widths must give the 5 channel widths of f1..f5, got {widths}")
-        if not 0 <= n_fine_tokens <= 4:
-            raise ValueError(f"n_fine_tokens must be 0..4 (Table 3), got {n_fine_tokens}")
-        if tgca_text not in ("eot", "mean"):
-            raise ValueError(f"tgca_text must be 'eot' or 'mean', got {tgca_text!r}")
-        if tgsa_norm not in TGSA_NORMS:
-            raise ValueError(f"tgsa_norm must be one of {TGSA_NORMS}, got {tgsa_norm!r}")
+        widths = check_model_settings(widths, n_fine_tokens, tgca_text, tgsa_norm)
         self.in_channels, self.widths, self.n_fine_tokens = in_channels, widths, n_fine_tokens
         self.tgca_text, self.isolate_text_grad = tgca_text, isolate_text_grad
         self.pre_encoder = PreEncoder(in_channels, widths[:3])
         self.has_text = tgca or cross_attn or tgsa
-        self.prompt = self.inversion = None
-        d_eot = d_seq = None
-        if self.has_text:
-            te = text_encoder if text_encoder is not None else TextEncoder(clip_weights)
-            d_eot, d_seq = te.embed_dim, te.width
-            if n_fine_tokens:
-                self.inversion = InversionNet(widths[:3], n_fine_tokens, inv_dim, inv_heads, te.width)
-            self.prompt = DualGranularityPrompt(te, n_fine_tokens, template)
+        lang = (widths, n_fine_tokens, clip_weights, text_encoder, inv_dim, inv_heads, template)
+        self.inversion, self.prompt = build_language_branch(*lang) if self.has_text else (None, None)
+        d_eot, d_seq = (self.prompt.embed_dim, self.prompt.width) if self.has_text else (None, None)
         self.re_encoder = ReEncoder(widths[2], widths[3:], (d_eot if tgca_text == "eot" else d_seq) if tgca else None)
         self.cross_attention = TextCrossAttention(widths[4], d_seq, attn_heads) if cross_attn else None
         self.decoder = Decoder(widths, d_eot if tgsa else None, tgsa_dim, tgsa_norm)
         self.head = PredictionHead(widths[0], prior=head_prior)
-        # stage i's output has d_{i-1} channels: stages 5, 4, 3, 2 give widths[3], [2], [1], [0]
-        self.aux_heads = (
-            nn.ModuleList(PredictionHead(c, prior=head_prior) for c in widths[3::-1]) if deep_supervision else None
-        )
+        aux = [PredictionHead(c, prior=head_prior) for c in widths[3::-1]] if deep_supervision else None
+        self.aux_heads = None if aux is None else nn.ModuleList(aux)
 
-    @property
-    def text_encoder(self) -> TextEncoder | None:
-        "The frozen CLIP text tower (None for the language-free baseline)."
-        return None if self.prompt is None else self.prompt.text_encoder
+# %% ../nbs/11_model.ipynb #09e4bd5b
+@patch(as_prop=True)
+def text_encoder(self: DGSPNet) -> TextEncoder | None:
+    "The frozen CLIP text tower (None for the language-free baseline)."
+    return None if self.prompt is None else self.prompt.text_encoder
 
-    @property
-    def text_tower_random(self) -> bool:
-        "True if the CLIP text tower has random weights (clip_weights='none'): say so in every log and metrics file."
-        return self.text_encoder is not None and bool(self.text_encoder.text_tower_random)
 
-    def text_features(self, f1, f2, f3, scenes: Sequence[str] | None = None) -> TextFeatures | None:
-        "Fine tokens from f1..f3 (Eq. 4-5), written into the prompt and encoded; None without a language branch."
-        if self.prompt is None:
-            return None
-        B = f1.shape[0]
-        if scenes is not None and len(scenes) != B:
-            raise ValueError(f"got {len(scenes)} scene words for a batch of {B} images")
-        needs_grad = self.inversion is not None and not (self.isolate_text_grad and self.inversion_frozen)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and needs_grad):
-            fine = None
-            if self.inversion is not None:
-                fs = (f1.detach(), f2.detach(), f3.detach()) if self.isolate_text_grad else (f1, f2, f3)
-                fine = self.inversion(*fs)
-            return self.prompt(fine, list(scenes) if scenes is not None else None, batch_size=B)
+@patch(as_prop=True)
+def text_tower_random(self: DGSPNet) -> bool:
+    "True if the CLIP text tower has random weights (clip_weights='none'): say so in every log and metrics file."
+    return self.text_encoder is not None and bool(self.text_encoder.text_tower_random)
 
-    def tgca_vector(self, text: TextFeatures | None) -> torch.Tensor | None:
-        "The text vector TGCA reads (`tgca_text`)."
-        if text is None:
-            return None
-        return text.eot if self.tgca_text == "eot" else masked_mean(text.seq, text.mask)
+# %% ../nbs/11_model.ipynb #29c8af77
+@patch(as_prop=True)
+def inversion_frozen(self: DGSPNet) -> bool:
+    return self.inversion is None or not any(p.requires_grad for p in self.inversion.parameters())
 
-    def forward_features(self, x: torch.Tensor, scenes: Sequence[str] | None = None):
-        "Encoder: ([f1, f2, f3, f4, f5], TextFeatures or None)."
-        check_input(x, self.in_channels)
-        f1, f2, f3 = self.pre_encoder(x)
-        text = self.text_features(f1, f2, f3, scenes)
-        f4, f5 = self.re_encoder(f3, self.tgca_vector(text))
-        return [f1, f2, f3, f4, f5], text
 
-    def forward(
-        self,
-        x: torch.Tensor,  # [B,in_channels,H,W], H and W multiples of 32
-        scenes: Sequence[str] | None = None,  # per-image scene words for the coarse prompt (None: the template's)
-        return_attention: bool = False,  # also return the TGSA maps {"stage5": [B,1,h5,w5], ..., "stage1": [B,1,H,W]}
-        return_aux: bool = False,  # also return the auxiliary logits of stages 5..2 (deep supervision), at their sizes
-    ):
-        "Logits [B,1,H,W] (then the TGSA maps, then the auxiliary logits, when asked for)."
-        feats, text = self.forward_features(x, scenes)
-        if self.cross_attention is not None:
-            feats[-1] = self.cross_attention(feats[-1], text.seq, text.mask)
-        y, maps, outs = self.decoder(
-            feats, None if text is None else text.eot, return_attention=True, return_stages=True
-        )
-        out = [self.head(y)]
-        if return_attention:
-            out.append(maps)
-        if return_aux:
-            if self.aux_heads is None:
-                raise ValueError("return_aux needs a model built with deep_supervision=True")
-            out.append([h(o) for h, o in zip(self.aux_heads, outs[:-1])])
-        return tuple(out) if len(out) > 1 else out[0]
+@patch
+def freeze_inversion(self: DGSPNet, frozen: bool = True) -> DGSPNet:
+    "Freeze (normal training, Sec. 3.1) or unfreeze (pretraining) the inversion net; returns self."
+    if self.inversion is not None:
+        self.inversion.requires_grad_(not frozen)
+    return self
+
+# %% ../nbs/11_model.ipynb #d2df96fe
+@patch
+def param_counts(self: DGSPNet) -> dict:
+    "Parameters: dict(trainable, frozen, total)."
+    ps = list(self.parameters())
+    trainable = sum(p.numel() for p in ps if p.requires_grad)
+    total = sum(p.numel() for p in ps)
+    return dict(trainable=trainable, frozen=total - trainable, total=total)
+
+# %% ../nbs/11_model.ipynb #b6745bfe
+@patch
+def text_features(self: DGSPNet, f1, f2, f3, scenes: Sequence[str] | None = None) -> TextFeatures | None:
+    "Fine tokens from f1..f3 (Eq. 4-5), written into the prompt and encoded; None without a language branch."
+    if self.prompt is None:
+        return None
+    B = f1.shape[0]
+    if scenes is not None and len(scenes) != B:
+        raise ValueError(f"got {len(scenes)} scene words for a batch of {B} images")
+    needs_grad = self.inversion is not None and not (self.isolate_text_grad and self.inversion_frozen)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and needs_grad):
+        fine = None
+        if self.inversion is not None:
+            fs = (f1.detach(), f2.detach(), f3.detach()) if self.isolate_text_grad else (f1, f2, f3)
+            fine = self.inversion(*fs)
+        return self.prompt(fine, list(scenes) if scenes is not None else None, batch_size=B)
+
+# %% ../nbs/11_model.ipynb #2052fa37
+@patch
+def tgca_vector(self: DGSPNet, text: TextFeatures | None) -> torch.Tensor | None:
+    "The text vector TGCA reads (`tgca_text`)."
+    if text is None:
+        return None
+    return text.eot if self.tgca_text == "eot" else masked_mean(text.seq, text.mask)
+
+# %% ../nbs/11_model.ipynb #0441d72a
+@patch
+def forward_features(self: DGSPNet, x: torch.Tensor, scenes: Sequence[str] | None = None):
+    "Encoder: ([f1, f2, f3, f4, f5], TextFeatures or None)."
+    check_input(x, self.in_channels)
+    f1, f2, f3 = self.pre_encoder(x)
+    text = self.text_features(f1, f2, f3, scenes)
+    f4, f5 = self.re_encoder(f3, self.tgca_vector(text))
+    return [f1, f2, f3, f4, f5], text
+
+# %% ../nbs/11_model.ipynb #93f10fca
+@patch
+def forward(
+    self: DGSPNet,
+    x: torch.Tensor,  # [B,in_channels,H,W], H and W multiples of 32
+    scenes: Sequence[str] | None = None,  # per-image scene words for the coarse prompt (None: the template's)
+    return_attention: bool = False,  # also return the TGSA maps {"stage5": [B,1,h5,w5], ..., "stage1": [B,1,H,W]}
+    return_aux: bool = False,  # also return the auxiliary logits of stages 5..2 (deep supervision), at their sizes
+):
+    "Logits [B,1,H,W] (then the TGSA maps, then the auxiliary logits, when asked for)."
+    feats, text = self.forward_features(x, scenes)
+    if self.cross_attention is not None:
+        feats[-1] = self.cross_attention(feats[-1], text.seq, text.mask)
+    y, maps, outs = self.decoder(feats, None if text is None else text.eot, return_attention=True, return_stages=True)
+    out = [self.head(y)]
+    if return_attention:
+        out.append(maps)
+    if return_aux:
+        if self.aux_heads is None:
+            raise ValueError("return_aux needs a model built with deep_supervision=True")
+        out.append([h(o) for h, o in zip(self.aux_heads, outs[:-1])])
+    return tuple(out) if len(out) > 1 else out[0]
 
 # %% ../nbs/11_model.ipynb #cell028
 def count_flops(
@@ -240,7 +250,7 @@ def count_flops(
     }
     return total, parts
 
-# %% ../nbs/11_model.ipynb #cell031
+# %% ../nbs/11_model.ipynb #c6d9e961
 class DGSPNetPretrainer(nn.Module):
     "Reconstruction pretraining: DGSPNet's encoder + inversion net + prompt, reconstruction decoder, contrastive head."
 
@@ -277,11 +287,37 @@ class DGSPNetPretrainer(nn.Module):
             )
         return out
 
-    def param_groups(self, lr_inversion: float = 3e-4, lr_other: float = 1e-4) -> list[dict]:
-        "Optimizer parameter groups (Sec. 4.1): the inversion net, and every other trainable parameter."
-        inv = set() if self.inversion is None else {id(p) for p in self.inversion.parameters()}
-        other = [p for p in self.parameters() if p.requires_grad and id(p) not in inv]
-        groups = [dict(params=other, lr=lr_other, name="other")]
-        if self.inversion is not None:
-            groups.append(dict(params=list(self.inversion.parameters()), lr=lr_inversion, name="inversion"))
-        return groups
+# %% ../nbs/11_model.ipynb #b73c035b
+@patch
+def param_groups(self: DGSPNetPretrainer, lr_inversion: float = 3e-4, lr_other: float = 1e-4) -> list[dict]:
+    "Optimizer parameter groups (Sec. 4.1): the inversion net, and every other trainable parameter."
+    inv = set() if self.inversion is None else {id(p) for p in self.inversion.parameters()}
+    other = [p for p in self.parameters() if p.requires_grad and id(p) not in inv]
+    groups = [dict(params=other, lr=lr_other, name="other")]
+    if self.inversion is not None:
+        groups.append(dict(params=list(self.inversion.parameters()), lr=lr_inversion, name="inversion"))
+    return groups
+
+# %% ../nbs/11_model.ipynb #5404b46e
+DGSPNet.ENCODER_PARTS = ("pre_encoder", "re_encoder", "inversion")  # the parts pretraining passes on
+
+
+@patch
+def encoder_state_dict(self: DGSPNet) -> dict:
+    "Weights passed from pretraining to normal training: pre-encoder, re-encoder (with TGCA), inversion net."
+    return {k: v for k, v in self.state_dict().items() if k.split(".")[0] in self.ENCODER_PARTS}
+
+# %% ../nbs/11_model.ipynb #ce517b05
+@patch
+def load_pretrained(self: DGSPNet, state: dict) -> DGSPNet:
+    "Load `encoder_state_dict()` weights from a pretrained model of the same configuration; returns self."
+    expected = set(self.encoder_state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"pretrained encoder weights do not fit this model (different widths, switches or "
+            f"n_fine_tokens?): {len(missing)} missing e.g. {missing[:3]}, "
+            f"{len(unexpected)} unexpected e.g. {unexpected[:3]}"
+        )
+    self.load_state_dict(state, strict=False)
+    return self

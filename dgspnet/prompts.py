@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+from fastcore.basics import patch
 
 from .text import TextEncoder, TextFeatures
 
@@ -66,7 +67,7 @@ def fine_marker_order(
         raise ValueError(f"template {template!r} uses {PLACEHOLDER!r} outside the s<i>* markers")
     return order
 
-# %% ../nbs/08_prompts.ipynb #cell013
+# %% ../nbs/08_prompts.ipynb #229bc9dc
 class DualGranularityPrompt(nn.Module):
     "Coarse template + scene word + fine-grained tokens s*_i -> encoded prompt features (section 3.3, Table 3)."
 
@@ -91,52 +92,64 @@ class DualGranularityPrompt(nn.Module):
 
     @property
     def width(self) -> int:
+        "Width of the text tower's token features: the shape [B, n_fine_tokens, width] of `fine`."
         return self.text_encoder.width
 
-    def prompt_texts(
-        self,
-        scenes: list[str],  # one scene word per image ("" for none)
-    ) -> list[str]:
-        "The prompts of a batch, with the s<i>* markers shown (for logs and reports)."
-        return [fill_template(self.template, s, placeholder=None) for s in scenes]
+    @property
+    def embed_dim(self) -> int:
+        "Dimension of f_text^[eot] (the projected [eot] feature)."
+        return self.text_encoder.embed_dim
 
-    def tokenize(
-        self,
-        scene: str = "",  # coarse scene word ("" for none)
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        "Token ids [77] of the prompt for `scene` and the positions [n] of s*_1..s*_n in it (cached per prompt text)."
-        text = fill_template(self.template, scene)
-        if text not in self._tokens:
-            ids = self.text_encoder.tokenize([text])[0]
-            pos = (ids == self.placeholder_id).nonzero().flatten()
-            if len(pos) != self.n_fine_tokens:
-                raise ValueError(
-                    f"prompt {text!r} has {len(pos)} placeholder tokens, expected {self.n_fine_tokens} "
-                    f"(longer than {len(ids)} tokens, or markers written without spaces?)"
-                )
-            self._tokens[text] = (ids, pos[self._marker_rank])
-        return self._tokens[text]
+# %% ../nbs/08_prompts.ipynb #ccfe6b79
+@patch
+def prompt_texts(
+    self: DualGranularityPrompt,
+    scenes: list[str],  # one scene word per image ("" for none)
+) -> list[str]:
+    "The prompts of a batch, with the s<i>* markers shown (for logs and reports)."
+    return [fill_template(self.template, s, placeholder=None) for s in scenes]
 
-    def forward(
-        self,
-        fine: Optional[torch.Tensor] = None,  # [B, n_fine_tokens, width] from the inversion net
-        scenes: Optional[list[str]] = None,  # B scene words ("" for none); None: no scene words
-        batch_size: Optional[int] = None,  # B when neither fine nor scenes give it (n_fine_tokens=0)
-    ) -> TextFeatures:
-        "Encode the batch's prompts: f_text `seq` [B,L,width], f_text^[eot] `eot` [B,embed_dim], `mask` [B,L]."
-        n, w = self.n_fine_tokens, self.width
-        if fine is not None and (fine.dim() != 3 or tuple(fine.shape[1:]) != (n, w)):
-            raise ValueError(f"fine tokens must be [B, n_fine_tokens={n}, width={w}], got {tuple(fine.shape)}")
-        if fine is None and n > 0:
-            raise ValueError(f"this prompt holds {n} fine tokens: pass fine [B, {n}, {w}] (the inversion net's output)")
-        B = fine.shape[0] if fine is not None else len(scenes) if scenes is not None else batch_size or 1
-        scenes = [""] * B if scenes is None else list(scenes)
-        if len(scenes) != B or (batch_size is not None and batch_size != B):
+# %% ../nbs/08_prompts.ipynb #6ecebcc7
+@patch
+def tokenize(
+    self: DualGranularityPrompt,
+    scene: str = "",  # coarse scene word ("" for none)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    "Token ids [77] of the prompt for `scene` and the positions [n] of s*_1..s*_n in it (cached per prompt text)."
+    text = fill_template(self.template, scene)
+    if text not in self._tokens:
+        ids = self.text_encoder.tokenize([text])[0]
+        pos = (ids == self.placeholder_id).nonzero().flatten()
+        if len(pos) != self.n_fine_tokens:
             raise ValueError(
-                f"batch size mismatch: fine {None if fine is None else tuple(fine.shape)}, "
-                f"{len(scenes)} scene words, batch_size={batch_size}"
+                f"prompt {text!r} has {len(pos)} placeholder tokens, expected {self.n_fine_tokens} "
+                f"(longer than {len(ids)} tokens, or markers written without spaces?)"
             )
-        ids, pos = zip(*(self.tokenize(s) for s in scenes))
-        if n == 0:
-            return self.text_encoder(torch.stack(ids))
-        return self.text_encoder(torch.stack(ids), fine, torch.stack(pos))
+        self._tokens[text] = (ids, pos[self._marker_rank])
+    return self._tokens[text]
+
+# %% ../nbs/08_prompts.ipynb #67e67be4
+@patch
+def forward(
+    self: DualGranularityPrompt,
+    fine: Optional[torch.Tensor] = None,  # [B, n_fine_tokens, width] from the inversion net
+    scenes: Optional[list[str]] = None,  # B scene words ("" for none); None: no scene words
+    batch_size: Optional[int] = None,  # B when neither fine nor scenes give it (n_fine_tokens=0)
+) -> TextFeatures:
+    "Encode the batch's prompts: f_text `seq` [B,L,width], f_text^[eot] `eot` [B,embed_dim], `mask` [B,L]."
+    n, w = self.n_fine_tokens, self.width
+    if fine is not None and (fine.dim() != 3 or tuple(fine.shape[1:]) != (n, w)):
+        raise ValueError(f"fine tokens must be [B, n_fine_tokens={n}, width={w}], got {tuple(fine.shape)}")
+    if fine is None and n > 0:
+        raise ValueError(f"this prompt holds {n} fine tokens: pass fine [B, {n}, {w}] (the inversion net's output)")
+    B = fine.shape[0] if fine is not None else len(scenes) if scenes is not None else batch_size or 1
+    scenes = [""] * B if scenes is None else list(scenes)
+    if len(scenes) != B or (batch_size is not None and batch_size != B):
+        raise ValueError(
+            f"batch size mismatch: fine {None if fine is None else tuple(fine.shape)}, "
+            f"{len(scenes)} scene words, batch_size={batch_size}"
+        )
+    ids, pos = zip(*(self.tokenize(s) for s in scenes))
+    if n == 0:
+        return self.text_encoder(torch.stack(ids))
+    return self.text_encoder(torch.stack(ids), fine, torch.stack(pos))
