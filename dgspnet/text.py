@@ -167,7 +167,7 @@ def load_text_tower(
             raise ValueError(f"{path} does not hold {model_name} CLIP text weights: {e}") from e
     return tower, (f"random (seed {seed})" if random_tower else str(path))
 
-# %% ../nbs/06_text.ipynb #cell021
+# %% ../nbs/06_text.ipynb #0f85cf5d
 class TextEncoder(nn.Module):
     "Frozen CLIP text tower (open_clip) encoding prompts whose placeholder tokens are replaced by fine-grained vectors."
 
@@ -203,62 +203,54 @@ class TextEncoder(nn.Module):
                 "RANDOM CLIP TEXT TOWER: results are not the paper's (model.clip_weights = 'none'; smoke tests only)"
             )
 
-    def train(self, mode: bool = True):
-        "Stays in eval mode whatever `mode` is: the text tower is frozen (section 4.1)."
-        return super().train(False)
+# %% ../nbs/06_text.ipynb #42970b69
+@patch
+def train(self: TextEncoder, mode: bool = True):
+    "Stays in eval mode whatever `mode` is: the text tower is frozen (section 4.1)."
+    return nn.Module.train(self, False)
 
-    def clear_cache(self):
-        "Forget the cached features of prompts without fine tokens and the cached prompt prefixes."
-        self._cache.clear()
-        self._prefix_cache.clear()
 
-    def extra_repr(self) -> str:
-        return f"{self.model_name}, weights={self.source}, frozen"
+@patch
+def clear_cache(self: TextEncoder):
+    "Forget the cached features of prompts without fine tokens and the cached prompt prefixes."
+    self._cache.clear()
+    self._prefix_cache.clear()
 
-    def tokenize(
-        self,
-        texts: list[str],  # prompts
-    ) -> torch.Tensor:
-        "CLIP BPE token ids [B, 77]: [sot] ... [eot], zero padded (CPU)."
-        return self.tokenizer(list(texts))
 
-    def forward(
-        self,
-        tokens: torch.Tensor,  # [B, <=77] token ids (from `tokenize`)
-        fine: Optional[torch.Tensor] = None,  # [B, n, width] fine-grained tokens s*_1..s*_n
-        fine_positions: Optional[torch.Tensor] = None,  # [B, n] token positions the fine tokens replace
-    ) -> TextFeatures:
-        "f_text, f_text^[eot] and the mask, over the longest prompt of the batch (L = max eot index + 1)."
-        tokens, fine, fine_positions = self._check(tokens, fine, fine_positions)
-        eot_idx = tokens.argmax(-1)
-        L = int(eot_idx.max()) + 1
-        if fine is not None and fine.shape[1] > 0:
-            P = self._shared_prefix(tokens, fine_positions) if self.prefix_cache else 0
-            if P:
-                return self.encode_prefixed(tokens[:, :L], eot_idx, fine, fine_positions, P)
-            return self.encode(tokens[:, :L], eot_idx, fine, fine_positions)
-        with torch.no_grad():
-            return self._encode_cached(tokens, eot_idx, L) if self.use_cache else self.encode(tokens[:, :L], eot_idx)
+@patch
+def extra_repr(self: TextEncoder) -> str:
+    return f"{self.model_name}, weights={self.source}, frozen"
 
-    def encode(
-        self,
-        tokens: torch.Tensor,  # [B, L] token ids; L may be anything >= max eot index + 1
-        eot_idx: torch.Tensor,  # [B] position of [eot]
-        fine: Optional[torch.Tensor] = None,  # [B, n, width]
-        fine_positions: Optional[torch.Tensor] = None,  # [B, n]
-    ) -> TextFeatures:
-        "The text transformer over all `tokens.shape[1]` positions, with the fine tokens written into the embeddings."
-        x = self.token_embedding(tokens)
-        if fine is not None:
-            x = x.scatter(1, fine_positions[..., None].expand(-1, -1, x.shape[-1]), fine.to(x.dtype))
-        L = tokens.shape[1]
-        x = x + self.positional_embedding[:L].to(x.dtype)
-        x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask[:L, :L]))
-        mask = torch.arange(L, device=x.device) <= eot_idx[:, None]
-        eot = x[torch.arange(x.shape[0], device=x.device), eot_idx]
-        p = self.text_projection
-        eot = eot if p is None else p(eot) if isinstance(p, nn.Linear) else eot @ p
-        return TextFeatures(x * mask[..., None], eot, mask)
+# %% ../nbs/06_text.ipynb #5b09b55d
+@patch
+def tokenize(
+    self: TextEncoder,
+    texts: list[str],  # prompts
+) -> torch.Tensor:
+    "CLIP BPE token ids [B, 77]: [sot] ... [eot], zero padded (CPU)."
+    return self.tokenizer(list(texts))
+
+# %% ../nbs/06_text.ipynb #417018e0
+@patch
+def encode(
+    self: TextEncoder,
+    tokens: torch.Tensor,  # [B, L] token ids; L may be anything >= max eot index + 1
+    eot_idx: torch.Tensor,  # [B] position of [eot]
+    fine: Optional[torch.Tensor] = None,  # [B, n, width]
+    fine_positions: Optional[torch.Tensor] = None,  # [B, n]
+) -> TextFeatures:
+    "The text transformer over all `tokens.shape[1]` positions, with the fine tokens written into the embeddings."
+    x = self.token_embedding(tokens)
+    if fine is not None:
+        x = x.scatter(1, fine_positions[..., None].expand(-1, -1, x.shape[-1]), fine.to(x.dtype))
+    L = tokens.shape[1]
+    x = x + self.positional_embedding[:L].to(x.dtype)
+    x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask[:L, :L]))
+    mask = torch.arange(L, device=x.device) <= eot_idx[:, None]
+    eot = x[torch.arange(x.shape[0], device=x.device), eot_idx]
+    p = self.text_projection
+    eot = eot if p is None else p(eot) if isinstance(p, nn.Linear) else eot @ p
+    return TextFeatures(x * mask[..., None], eot, mask)
 
 # %% ../nbs/06_text.ipynb #cbff5fc9
 @patch
@@ -315,22 +307,7 @@ def _encode_cached(self: TextEncoder, tokens, eot_idx, L):
     mask = torch.arange(L, device=tokens.device) <= eot_idx[:, None]
     return TextFeatures(seq, torch.stack([e for _, e in cached]), mask)
 
-# %% ../nbs/06_text.ipynb #cell021b
-@torch.no_grad()
-def _prefix_state(
-    enc,
-    prefix: torch.Tensor,  # [P] token ids before the first fine token
-):
-    "Per-layer keys/values [1, heads, P, head_dim] and the `ln_final` output [P, width] of a prompt prefix."
-    x = enc.token_embedding(prefix[None])
-    x = x + enc.positional_embedding[: len(prefix)].to(x.dtype)
-    kvs = []
-    for block in enc.transformer.resblocks:
-        x, kv = _block_step(block, x, None, enc.attn_mask[: len(prefix), : len(prefix)])
-        kvs.append(kv)
-    return kvs, enc.ln_final(x)[0]
-
-
+# %% ../nbs/06_text.ipynb #4678f112
 def _block_step(
     block,
     x: torch.Tensor,  # [B, S, width] hidden states of the positions being computed
@@ -353,7 +330,22 @@ def _block_step(
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return x, (k, v)
 
+# %% ../nbs/06_text.ipynb #2077d0de
+@torch.no_grad()
+def _prefix_state(
+    enc,
+    prefix: torch.Tensor,  # [P] token ids before the first fine token
+):
+    "Per-layer keys/values [1, heads, P, head_dim] and the `ln_final` output [P, width] of a prompt prefix."
+    x = enc.token_embedding(prefix[None])
+    x = x + enc.positional_embedding[: len(prefix)].to(x.dtype)
+    kvs = []
+    for block in enc.transformer.resblocks:
+        x, kv = _block_step(block, x, None, enc.attn_mask[: len(prefix), : len(prefix)])
+        kvs.append(kv)
+    return kvs, enc.ln_final(x)[0]
 
+# %% ../nbs/06_text.ipynb #04a3f058
 @patch
 def _shared_prefix(self: TextEncoder, tokens, fine_positions) -> int:
     "P, the first fine-token position, when all rows share it and the tokens before it and the blocks are plain CLIP ones; else 0."
@@ -371,7 +363,7 @@ def _shared_prefix(self: TextEncoder, tokens, fine_positions) -> int:
     )
     return P if ok else 0
 
-
+# %% ../nbs/06_text.ipynb #153f60d8
 @patch
 def encode_prefixed(
     self: TextEncoder,
@@ -407,3 +399,23 @@ def encode_prefixed(
     p = self.text_projection
     eot = eot if p is None else p(eot) if isinstance(p, nn.Linear) else eot @ p
     return TextFeatures(x * valid[..., None], eot, valid)
+
+# %% ../nbs/06_text.ipynb #adc83654
+@patch
+def forward(
+    self: TextEncoder,
+    tokens: torch.Tensor,  # [B, <=77] token ids (from `tokenize`)
+    fine: Optional[torch.Tensor] = None,  # [B, n, width] fine-grained tokens s*_1..s*_n
+    fine_positions: Optional[torch.Tensor] = None,  # [B, n] token positions the fine tokens replace
+) -> TextFeatures:
+    "f_text, f_text^[eot] and the mask, over the longest prompt of the batch (L = max eot index + 1)."
+    tokens, fine, fine_positions = self._check(tokens, fine, fine_positions)
+    eot_idx = tokens.argmax(-1)
+    L = int(eot_idx.max()) + 1
+    if fine is not None and fine.shape[1] > 0:
+        P = self._shared_prefix(tokens, fine_positions) if self.prefix_cache else 0
+        if P:
+            return self.encode_prefixed(tokens[:, :L], eot_idx, fine, fine_positions, P)
+        return self.encode(tokens[:, :L], eot_idx, fine, fine_positions)
+    with torch.no_grad():
+        return self._encode_cached(tokens, eot_idx, L) if self.use_cache else self.encode(tokens[:, :L], eot_idx)
