@@ -91,7 +91,7 @@ def _pad_edge(x: torch.Tensor) -> torch.Tensor:
 def upsample2x_bilinear(
     x: torch.Tensor,  # [B,C,h,w]
 ) -> torch.Tensor:  # [B,C,2h,2w]
-    "`F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)`, with a backward that is deterministic on CUDA."
+    "`F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)`, with a deterministic CUDA backward."
     C = x.shape[1]
     k = x.new_tensor([0.25, 0.75, 0.75, 0.25])
     w = (k[:, None] * k[None, :]).expand(C, 1, 4, 4)
