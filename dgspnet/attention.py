@@ -10,6 +10,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['TGSA_NORMS', 'TGCA', 'masked_mean', 'attend', 'TextCrossAttention', 'TGSA']
@@ -99,7 +100,7 @@ class TextCrossAttention(nn.Module):
         y = self.norm(q + out).transpose(1, 2).reshape(B, C, h, w)
         return (y, att) if return_weights else y
 
-# %% ../nbs/09_attention.ipynb #cell016
+# %% ../nbs/09_attention.ipynb #ceca0b43
 TGSA_NORMS = ("softmax", "softmax_hw", "sigmoid")
 
 
@@ -121,25 +122,29 @@ class TGSA(nn.Module):
         self.mlp_vis = nn.Sequential(nn.Conv2d(channels, dim, 1), nn.ReLU(inplace=True), nn.Conv2d(dim, dim, 1))
         self.mlp_txt = nn.Sequential(nn.Linear(text_dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
 
-    def weights(self, f: torch.Tensor, f_eot: torch.Tensor) -> torch.Tensor:
-        "w of Eq. 8, shape [B,1,h,w]; f_eot [B,d_t] (or [1,d_t])."
-        B, _, h, w = f.shape
-        t = self.mlp_txt(f_eot).expand(B, -1)  # t of Eq. 7, [B,dc]
-        hid = F.relu(self.mlp_vis[0](f), inplace=True).permute(0, 2, 3, 1).reshape(B, h * w, -1)  # [B,h*w,dc]
-        # the first layer of MLP_vis, positions by channels: a view, not a copy, when f is channels_last
-        # <v, t> with v = W2 hid + b2 (last layer of MLP_vis) equals (W2^T t) . hid + b2 . t: the same numbers
-        # without computing v at every position (half the FLOPs of MLP_vis at full resolution)
-        last = self.mlp_vis[2]
-        u = t @ last.weight.flatten(1)  # [B,dc]
-        logits = (torch.bmm(hid, u[:, :, None]).view(B, h, w) + (t @ last.bias)[:, None, None]) / math.sqrt(self.dim)
-        if self.norm == "sigmoid":
-            a = torch.sigmoid(logits)
-        else:
-            a = logits.flatten(1).softmax(-1).view(B, h, w)
-            if self.norm == "softmax_hw":
-                a = a * (h * w)
-        return a[:, None]
+# %% ../nbs/09_attention.ipynb #05dcc101
+@patch
+def weights(self: TGSA, f: torch.Tensor, f_eot: torch.Tensor) -> torch.Tensor:
+    "w of Eq. 8, shape [B,1,h,w]; f_eot [B,d_t] (or [1,d_t])."
+    B, _, h, w = f.shape
+    t = self.mlp_txt(f_eot).expand(B, -1)  # t of Eq. 7, [B,dc]
+    hid = F.relu(self.mlp_vis[0](f), inplace=True).permute(0, 2, 3, 1).reshape(B, h * w, -1)  # [B,h*w,dc]
+    # the first layer of MLP_vis, positions by channels: a view, not a copy, when f is channels_last
+    # <v, t> with v = W2 hid + b2 (last layer of MLP_vis) equals (W2^T t) . hid + b2 . t: the same numbers
+    # without computing v at every position (half the FLOPs of MLP_vis at full resolution)
+    last = self.mlp_vis[2]
+    u = t @ last.weight.flatten(1)  # [B,dc]
+    logits = (torch.bmm(hid, u[:, :, None]).view(B, h, w) + (t @ last.bias)[:, None, None]) / math.sqrt(self.dim)
+    if self.norm == "sigmoid":
+        a = torch.sigmoid(logits)
+    else:
+        a = logits.flatten(1).softmax(-1).view(B, h, w)
+        if self.norm == "softmax_hw":
+            a = a * (h * w)
+    return a[:, None]
 
-    def forward(self, f: torch.Tensor, f_eot: torch.Tensor):
-        a = self.weights(f, f_eot)
-        return f * (1 + a), a
+# %% ../nbs/09_attention.ipynb #7d4c7a7f
+@patch
+def forward(self: TGSA, f: torch.Tensor, f_eot: torch.Tensor):
+    a = self.weights(f, f_eot)
+    return f * (1 + a), a

@@ -41,7 +41,7 @@ class PreEncoder(nn.Module):
             feats.append(x)
         return feats
 
-# %% ../nbs/05_encoder.ipynb #cell005
+# %% ../nbs/05_encoder.ipynb #998b9afa
 class ReEncoderLayer(nn.Module):
     "Eq. 2: MaxPool -> ConvBlock x2 -> TGCA(., f_text) (or plain CA when text_dim is None)."
 
@@ -68,7 +68,7 @@ class ReEncoderLayer(nn.Module):
             raise ValueError("this re-encoder layer uses TGCA and needs the text vector f_text")
         return self.attn(f, f_text)
 
-# %% ../nbs/05_encoder.ipynb #cell006
+# %% ../nbs/05_encoder.ipynb #5255a5a0
 class ReEncoder(nn.Module):
     "Layers 4 and 5 of the image encoder: f3 -> [f4 (1/8), f5 (1/16)]."
 
