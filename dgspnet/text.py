@@ -111,7 +111,7 @@ def clip_weights_file(
         )
     return path
 
-# %% ../nbs/06_text.ipynb #cell018
+# %% ../nbs/06_text.ipynb #9ea0fdb5
 def read_checkpoint(
     path: str | Path,  # checkpoint file
 ) -> dict:
@@ -129,7 +129,7 @@ def read_checkpoint(
     except Exception:
         raise ValueError(f"cannot read CLIP checkpoint {path}: {first_error}") from first_error
 
-
+# %% ../nbs/06_text.ipynb #5b2690d8
 def select_text_keys(
     state_dict: dict,  # open_clip / full CLIP / CustomTextCLIP / TorchScript state dict
     keys: list[str],  # the text tower's key names
