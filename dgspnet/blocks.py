@@ -81,23 +81,23 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ca(self.convs(self.pool(x)))
 
-# %% ../nbs/04_blocks.ipynb #98199970
+# %% ../nbs/04_blocks.ipynb #34311544
 def _pad_edge(x: torch.Tensor) -> torch.Tensor:
     "Copy the first and last row and column outward by one pixel: `F.pad(x, (1, 1, 1, 1), mode='replicate')`."
     x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], -2)
     return torch.cat([x[..., :1], x, x[..., -1:]], -1)
 
-
+# %% ../nbs/04_blocks.ipynb #02c2416d
 def upsample2x_bilinear(
     x: torch.Tensor,  # [B,C,h,w]
 ) -> torch.Tensor:  # [B,C,2h,2w]
-    "`F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)`, with a backward that is deterministic on CUDA."
+    "`F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)`, with a deterministic CUDA backward."
     C = x.shape[1]
     k = x.new_tensor([0.25, 0.75, 0.75, 0.25])
     w = (k[:, None] * k[None, :]).expand(C, 1, 4, 4)
     return F.conv_transpose2d(_pad_edge(x), w, stride=2, padding=3, groups=C)
 
-
+# %% ../nbs/04_blocks.ipynb #c33e1ed7
 def upsample_to(
     x: torch.Tensor,  # [B,C,h,w]
     size: tuple,  # (H, W) = (h, w) * 2**k
