@@ -52,7 +52,7 @@ def binarize(
 def as_mask(
     gt,  # ground truth, bool / {0,1} / {0,255}, (H,W), (B,H,W) or (B,1,H,W)
 ) -> np.ndarray:  # bool (B,H,W)
-    "Boolean ground-truth mask (B,H,W): nonzero pixels are target."
+    "Boolean ground-truth mask (B,H,W): pixels above 0.5 (or True) are target."
     g = as_batch(gt, "gt")
     return g.astype(bool) if g.dtype == bool else g > 0.5
 
