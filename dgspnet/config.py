@@ -158,6 +158,26 @@ class Config:
         return str(self.model.clip_weights).lower() == "none"
 
 # %% ../nbs/00_config.ipynb #956d0eaf
+def _value(f, default, v, where: str):
+    "Value `v` for field `f` (default `default`), checked against the field's type; `ConfigError` naming `where`."
+    if v is None and "None" in str(f.type):
+        return v  # optional, e.g. model.head_prior: null
+    if is_dataclass(default):
+        return _build(type(default), v, where)
+    if isinstance(default, bool):
+        also = ("warn",) if "str" in str(f.type) else ()  # base.deterministic: true, false or "warn"
+        if not (isinstance(v, bool) or v in also):
+            raise ConfigError(f"{where}: expected true/false{''.join(f' or {a!r}' for a in also)}, got {v!r}")
+        return v
+    if isinstance(default, (int, float)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {v!r}")
+        if isinstance(default, int) and isinstance(v, float) and not v.is_integer():
+            raise ConfigError(f"{where}: expected an integer, got {v!r}")
+        return type(default)(v)
+    return str(v) if isinstance(default, str) else v
+
+# %% ../nbs/00_config.ipynb #d0795a06
 def _build(cls, d: dict, where: str):
     "Instantiate dataclass `cls` from dict `d`, strictly."
     if not isinstance(d, dict):
@@ -166,32 +186,7 @@ def _build(cls, d: dict, where: str):
     unknown = sorted(set(d) - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    kw = {}
-    for k, v in d.items():
-        f, default = known[k], getattr(cls(), k)
-        if v is None and "None" in str(f.type):
-            pass  # optional, e.g. model.head_prior: null
-        elif is_dataclass(default):
-            v = _build(type(default), v, f"{where}.{k}")
-        elif isinstance(default, bool):
-            also = ("warn",) if "str" in str(f.type) else ()  # base.deterministic: true, false or "warn"
-            if not (isinstance(v, bool) or v in also):
-                raise ConfigError(f"{where}.{k}: expected true/false{''.join(f' or {a!r}' for a in also)}, got {v!r}")
-        elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{where}.{k}: expected a number, got {v!r}")
-            if (
-                isinstance(default, int)
-                and not isinstance(default, bool)
-                and isinstance(v, float)
-                and not float(v).is_integer()
-            ):
-                raise ConfigError(f"{where}.{k}: expected an integer, got {v!r}")
-            v = type(default)(v)
-        elif isinstance(default, str):
-            v = str(v)
-        kw[k] = v
-    return cls(**kw)
+    return cls(**{k: _value(known[k], getattr(cls(), k), v, f"{where}.{k}") for k, v in d.items()})
 
 # %% ../nbs/00_config.ipynb #7c3e9a11
 class _ParamsLoader(yaml.SafeLoader):

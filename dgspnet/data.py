@@ -167,7 +167,7 @@ def resolve_layout(
         looked.append(f"  - {lay.name}: {lay.image_dir}/ {lay.mask_dir}/ {lists} (missing: {', '.join(missing)})")
     raise DatasetError(f"{root}: not a known IRSTD dataset layout. Looked for:\n" + "\n".join(looked), looked)
 
-
+# %% ../nbs/01_data.ipynb #7bbbbe06
 def detect_layout(root) -> str:
     "Name of the published layout of dataset folder `root`: plain, dnanet, basicirstd, sirst_v1, sirst_v2 or irstd1k."
     return resolve_layout(root).layout.name
@@ -428,32 +428,31 @@ class ValidationReport:
     target_free: dict = field(default_factory=dict)  # split -> names of usable frames whose mask has no target pixel
     checked: int = 0  # samples checked
 
-    def describe(self) -> str:
-        "The problems as a message for people."
-        hint = (
-            "\nFix these files in a copy of the dataset, or leave the bad samples out with skip_bad=True"
-            " (CLI --skip_bad); a mask drawn at another scale than its image can be resized with resize_masks=True"
-            " (CLI --resize_masks)."
-        )
-        return (
-            f"{self.root} ({self.layout} layout): {len(self.problems)} problem(s):\n"
-            + "\n".join(f"  - {p}" for p in self.problems)
-            + hint
-        )
+# %% ../nbs/01_data.ipynb #91933edd
+@patch
+def describe(self: ValidationReport) -> str:
+    "The problems as a message for people."
+    hint = (
+        "\nFix these files in a copy of the dataset, or leave the bad samples out with skip_bad=True"
+        " (CLI --skip_bad); a mask drawn at another scale than its image can be resized with resize_masks=True"
+        " (CLI --resize_masks)."
+    )
+    return (
+        f"{self.root} ({self.layout} layout): {len(self.problems)} problem(s):\n"
+        + "\n".join(f"  - {p}" for p in self.problems)
+        + hint
+    )
 
 # %% ../nbs/01_data.ipynb #b0317f05
-def check_sample(folder: DatasetFolder, name: str, resize_masks: bool = False) -> tuple[list, dict]:
-    """Problems with sample `name` (each message starts with its file), and what was seen: `resize` (its mask),
-    `grey` (its mask's values other than 0 and 255), `empty` (no target)."""
-    img_p, msk_p = folder.paths(name)
-    seen = dict(resize=False, grey=[], empty=False)
+def _decoded_pair(folder: DatasetFolder, name: str, img_p: Path, msk_p: Path) -> tuple[list, dict]:
+    "Problems finding, decoding or reading finite values from the image and mask of `name`; else path -> array."
     out = [
         f"{folder.rel(p)}: no {kind} file for '{name}'"
         for p, kind in ((img_p, "image"), (msk_p, "mask"))
         if not p.is_file()
     ]
     if out:
-        return out, seen
+        return out, {}
     arrays = {}
     for p in (img_p, msk_p):
         try:
@@ -461,10 +460,19 @@ def check_sample(folder: DatasetFolder, name: str, resize_masks: bool = False) -
         except _DECODE_ERRORS as e:
             out.append(f"{folder.rel(p)}: unreadable or corrupt image ({type(e).__name__}: {e})")
     if out:
-        return out, seen
+        return out, {}
     for p, a in arrays.items():
         if not (ok := np.isfinite(a)).all():
             out.append(f"{folder.rel(p)}: {int((~ok).sum())} non-finite pixel(s) (NaN or inf)")
+    return out, arrays
+
+# %% ../nbs/01_data.ipynb #1cf374dd
+def check_sample(folder: DatasetFolder, name: str, resize_masks: bool = False) -> tuple[list, dict]:
+    """Problems with sample `name` (each message starts with its file), and what was seen: `resize` (its mask),
+    `grey` (its mask's values other than 0 and 255), `empty` (no target)."""
+    img_p, msk_p = folder.paths(name)
+    seen = dict(resize=False, grey=[], empty=False)
+    out, arrays = _decoded_pair(folder, name, img_p, msk_p)
     if out:
         return out, seen
     img, msk = arrays[img_p], arrays[msk_p]
