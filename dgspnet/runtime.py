@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see "Threads on a shared CPU"
 import errno, json, random, signal, socket, sys, threading, time
 from pathlib import Path
+from fastcore.basics import patch
 from filelock import FileLock, Timeout
 import numpy as np
 import torch
@@ -85,18 +86,6 @@ class StopRequest:
         self.deadline = time.monotonic() + 60 * max_minutes if max_minutes > 0 else None
         self.reason, self._old = None, None
 
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGTERM, self._term)
-        return self
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-    def _term(self, signum, frame):
-        self.reason = "SIGTERM received"
-
     def __bool__(self) -> bool:
         if self.reason is None and self.deadline is not None and time.monotonic() > self.deadline:
             self.reason = "time budget base.max_minutes reached"
@@ -107,6 +96,24 @@ class StopRequest:
             if t.item() and not stop:
                 self.reason, stop = "another process stopped", True
         return stop
+
+# %% ../nbs/00a_runtime.ipynb #073c21f0
+@patch
+def __enter__(self: StopRequest):
+    if threading.current_thread() is threading.main_thread():
+        self._old = signal.signal(signal.SIGTERM, self._term)
+    return self
+
+
+@patch
+def __exit__(self: StopRequest, *exc):
+    if self._old is not None:
+        signal.signal(signal.SIGTERM, self._old)
+
+
+@patch
+def _term(self: StopRequest, signum, frame):
+    self.reason = "SIGTERM received"
 
 # %% ../nbs/00a_runtime.ipynb #8be5a0e1
 class FolderNotWritable(UserError, OSError):
