@@ -8,6 +8,7 @@ import copy, hashlib, json, re
 from dataclasses import dataclass, field, fields, asdict, is_dataclass
 from pathlib import Path
 import yaml
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['EXECUTION_ONLY', 'RANDOM_TEXT_WARNING', 'PAPER_TABLES', 'UserError', 'ConfigError', 'BaseCfg', 'SyntheticCfg',
@@ -82,20 +83,22 @@ class ModelCfg:
     deep_supervision: bool = False  # auxiliary heads on decoder stages 5..2 (not in the paper)
     extra: dict = field(default_factory=dict)  # further DGSPNet keyword arguments, passed through unchanged
 
-    def kwargs(self) -> dict:
-        "The constructor arguments of `DGSPNet`."
-        kw = dict(
-            widths=tuple(self.widths),
-            n_fine_tokens=self.n_fine_tokens,
-            tgca=self.tgca,
-            cross_attn=self.cross_attn,
-            tgsa=self.tgsa,
-            clip_weights=self.clip_weights,
-            tgsa_norm=self.tgsa_norm,
-            head_prior=self.head_prior,
-            deep_supervision=self.deep_supervision,
-        )
-        return {**kw, **self.extra}
+# %% ../nbs/00_config.ipynb #16ae3fdd
+@patch
+def kwargs(self: ModelCfg) -> dict:
+    "The constructor arguments of `DGSPNet`."
+    kw = dict(
+        widths=tuple(self.widths),
+        n_fine_tokens=self.n_fine_tokens,
+        tgca=self.tgca,
+        cross_attn=self.cross_attn,
+        tgsa=self.tgsa,
+        clip_weights=self.clip_weights,
+        tgsa_norm=self.tgsa_norm,
+        head_prior=self.head_prior,
+        deep_supervision=self.deep_supervision,
+    )
+    return {**kw, **self.extra}
 
 # %% ../nbs/00_config.ipynb #ad9e1f0f
 @dataclass
