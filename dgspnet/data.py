@@ -633,6 +633,25 @@ def _relative_root(root: Path, out_dir: Path) -> str:
     except ValueError:
         return root.as_posix()
 
+# %% ../nbs/01_data.ipynb #617a88ee
+def _manifest(rep: ValidationReport, root: str, stats: dict, scenes: dict) -> dict:
+    "The manifest of a validated dataset: its `root` as the manifest names it, the training `stats`, the scene words."
+    return dict(
+        format=1,
+        root=root,
+        layout=rep.layout,
+        split_files=rep.split_files,
+        train=rep.train,
+        test=rep.test,
+        skipped=rep.skipped,
+        resized_masks=rep.resized_masks,
+        stats=stats,
+        scenes={n: scenes[n] for n in rep.train + rep.test if n in scenes},
+        mask_threshold=MASK_THRESHOLD,
+        nonbinary_masks=rep.nonbinary_masks,
+        target_free=rep.target_free,
+    )
+
 # %% ../nbs/01_data.ipynb #39b59e62
 def prepare_dataset(
     root,
@@ -655,21 +674,8 @@ def prepare_dataset(
     if scenes is not None and not Path(scenes).is_file():
         raise DatasetError(f"{scenes}: scenes file not found")
     words = read_scenes(scenes if scenes is not None else root / "scenes.csv")  # only the default may be absent
-    man = dict(
-        format=1,
-        root=_relative_root(root, out_dir),
-        layout=rep.layout,
-        split_files=rep.split_files,
-        train=rep.train,
-        test=rep.test,
-        skipped=rep.skipped,
-        resized_masks=rep.resized_masks,
-        stats=compute_stats(root, rep.train, split_stems=split_stems, progress=progress),
-        scenes={n: words[n] for n in rep.train + rep.test if n in words},
-        mask_threshold=MASK_THRESHOLD,
-        nonbinary_masks=rep.nonbinary_masks,
-        target_free=rep.target_free,
-    )
+    stats = compute_stats(root, rep.train, split_stems=split_stems, progress=progress)
+    man = _manifest(rep, _relative_root(root, out_dir), stats, words)
     out_dir.mkdir(parents=True, exist_ok=True)
     (path := out_dir / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
     return path
