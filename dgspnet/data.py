@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
+from fastcore.basics import patch
 from .config import UserError
 
 # %% auto #0
@@ -66,9 +67,9 @@ def _basicirstd_name(root: Path) -> str | None:
         return root.name
     return names[0] if len(names) == 1 else None
 
-
+# %% ../nbs/01_data.ipynb #8f153ceb
 def _locate(root: Path, lay: Layout, split_stems=None) -> tuple[dict, list]:
-    "The split files of `lay` under `root` (named by `split_stems` if given), and what is missing for `root` to be in that layout."
+    "The split files of `lay` under `root` (named by `split_stems` if given), and what `root` lacks for that layout."
     name = (_basicirstd_name(root) if lay.name == "basicirstd" else None) or "<NAME>"
     files = {s: root / getattr(lay, s).replace("*", name) for s in SPLITS}
     if split_stems:
@@ -84,13 +85,13 @@ def _find(folder: Path, stem: str) -> Path:
             return p
     return folder / f"{stem}.png"
 
-
+# %% ../nbs/01_data.ipynb #651dee88
 def _within(folder: Path, name: str) -> bool:
     "Whether `folder/name` stays inside `folder`, judged on the path text (symlinks are not followed)."
     f, p = os.path.abspath(folder), os.path.abspath(os.path.join(folder, name))
     return p != f and os.path.commonpath([f, p]) == f
 
-
+# %% ../nbs/01_data.ipynb #9d8083e9
 @dataclass(frozen=True)
 class DatasetFolder:
     "A dataset root resolved to its layout."
@@ -107,7 +108,7 @@ class DatasetFolder:
         return all(_within(self.root / d, name) for d in (self.layout.image_dir, self.layout.mask_dir))
 
     def paths(self, name: str) -> tuple[Path, Path]:
-        "(image path, mask path) of sample `name` (they may not exist); `DatasetError` for a name leading out of the folders."
+        "(image path, mask path) of sample `name` (they may not exist); `DatasetError` for a name leading out."
         lay = self.layout
         if not self.contains(name):
             raise DatasetError(f"{self.root}: sample name {name!r} leads outside {lay.image_dir}/ and {lay.mask_dir}/")
@@ -137,9 +138,9 @@ def _match_folder(path) -> tuple[Path | None, str]:
         return None, f"the closest existing folder is {cur / subs[[d.lower() for d in subs].index(close[0])]}"
     return cur, ""
 
-
+# %% ../nbs/01_data.ipynb #0fdfb65a
 def find_folder(path) -> Path:
-    "The folder `path`, matched case-insensitively where it does not exist as written; `DatasetError` naming the closest one."
+    "The folder `path`, matched case-insensitively where it does not exist as written; else `DatasetError`."
     found, why = _match_folder(path)
     if found is None:
         raise DatasetError(f"{path}: no such dataset folder; {why}")
@@ -148,7 +149,7 @@ def find_folder(path) -> Path:
 # %% ../nbs/01_data.ipynb #f6d53523
 def resolve_layout(
     root,
-    split_stems=None,  # (train, test) stems of the split lists, e.g. ("trainval_v1", "test_v1"); default: the layout's own
+    split_stems=None,  # (train, test) stems of the split lists, e.g. ("trainval_v1", "test_v1"); None: the layout's own
     layout: str | None = None,  # try only this layout (the one a manifest recorded); default: all, in order
 ) -> DatasetFolder:
     "Find which published layout `root` is in; `DatasetError` listing what was looked for when none fits."
@@ -166,7 +167,7 @@ def resolve_layout(
         looked.append(f"  - {lay.name}: {lay.image_dir}/ {lay.mask_dir}/ {lists} (missing: {', '.join(missing)})")
     raise DatasetError(f"{root}: not a known IRSTD dataset layout. Looked for:\n" + "\n".join(looked), looked)
 
-
+# %% ../nbs/01_data.ipynb #7bbbbe06
 def detect_layout(root) -> str:
     "Name of the published layout of dataset folder `root`: plain, dnanet, basicirstd, sirst_v1, sirst_v2 or irstd1k."
     return resolve_layout(root).layout.name
@@ -182,7 +183,7 @@ def parse_split_file(path) -> list[str]:
     "Names listed in split file `path`, in order (cleaned by `clean_name`, blank lines ignored)."
     return [clean_name(l) for l in Path(path).read_text(encoding="utf-8-sig").splitlines() if l.strip()]
 
-
+# %% ../nbs/01_data.ipynb #0fb60b33
 def load_split_names(root, split: str) -> list[str]:
     "Names of the `split` ('train' or 'test') of dataset `root`, as listed by its layout's split file."
     if split not in SPLITS:
@@ -235,7 +236,7 @@ def sample_type(im: Image.Image) -> str:
         return f"{'int' if fmt == 2 else 'uint'}{bits}" if tags and bits in (16, 32) else "int32"
     return "uint8"
 
-
+# %% ../nbs/01_data.ipynb #aa35f00c
 def png_sbit(path) -> int | None:
     "Significant bits of the first channel, from the PNG's `sBIT` chunk; None when it has none (or is no PNG)."
     with open(path, "rb") as f:
@@ -261,7 +262,7 @@ def check_intensity(intensity) -> str:
         raise UserError(f"intensity {intensity!r} is not a rule: use one of {', '.join(INTENSITY_RULES)}")
     return rule
 
-
+# %% ../nbs/01_data.ipynb #eecf01f6
 @dataclass(frozen=True)
 class Intensity:
     "How one frame's stored values map to the training scale [0, 1]: (value - low) / (high - low)."
@@ -339,7 +340,7 @@ def _forced(rule: str, sample: str, lo: float, hi: float) -> Intensity:
     why = ", ".join(out) + ": values outside [0, 1] after scaling" if out else ""
     return Intensity(0.0, top, f"{sample} forced {how}", why)
 
-
+# %% ../nbs/01_data.ipynb #dc3e5a7e
 def intensity_rule(
     values: np.ndarray,  # one channel of stored values (`to_gray`)
     sample: str,  # `sample_type` of the file
@@ -370,7 +371,7 @@ def _decode(path) -> np.ndarray:
     "Fully decode `path` to one float channel on the [0, 1] scale (automatic intensity rule)."
     return _decode_frame(path)[0]
 
-
+# %% ../nbs/01_data.ipynb #ecb877b5
 def read_frame(path, intensity="auto") -> tuple:
     "Image file -> (float32 (H, W) on [0, 1], the `Intensity` applied); `DatasetError` naming a file it cannot read."
     intensity = check_intensity(intensity)
@@ -394,7 +395,7 @@ def read_mask(path, threshold: float = MASK_THRESHOLD) -> np.ndarray:
     "Mask file -> bool (H, W): True where the [0, 1] value is above `threshold`."
     return read_image(path) > threshold
 
-
+# %% ../nbs/01_data.ipynb #48faf0da
 def grey_values(mask: np.ndarray, limit: int = 16) -> list:
     "Distinct values of a [0, 1] mask other than 0 and 1, on the 0-255 scale, smallest first (at most `limit`)."
     v = np.unique(mask)
@@ -427,30 +428,31 @@ class ValidationReport:
     target_free: dict = field(default_factory=dict)  # split -> names of usable frames whose mask has no target pixel
     checked: int = 0  # samples checked
 
-    def describe(self) -> str:
-        "The problems as a message for people."
-        hint = (
-            "\nFix these files in a copy of the dataset, or leave the bad samples out with skip_bad=True (CLI --skip_bad);"
-            " a mask drawn at another scale than its image can be resized with resize_masks=True (CLI --resize_masks)."
-        )
-        return (
-            f"{self.root} ({self.layout} layout): {len(self.problems)} problem(s):\n"
-            + "\n".join(f"  - {p}" for p in self.problems)
-            + hint
-        )
+# %% ../nbs/01_data.ipynb #91933edd
+@patch
+def describe(self: ValidationReport) -> str:
+    "The problems as a message for people."
+    hint = (
+        "\nFix these files in a copy of the dataset, or leave the bad samples out with skip_bad=True"
+        " (CLI --skip_bad); a mask drawn at another scale than its image can be resized with resize_masks=True"
+        " (CLI --resize_masks)."
+    )
+    return (
+        f"{self.root} ({self.layout} layout): {len(self.problems)} problem(s):\n"
+        + "\n".join(f"  - {p}" for p in self.problems)
+        + hint
+    )
 
 # %% ../nbs/01_data.ipynb #b0317f05
-def check_sample(folder: DatasetFolder, name: str, resize_masks: bool = False) -> tuple[list, dict]:
-    "Problems with sample `name` (each message starts with its file), and what was seen: resize (the mask), grey (values), empty (no target)."
-    img_p, msk_p = folder.paths(name)
-    seen = dict(resize=False, grey=[], empty=False)
+def _decoded_pair(folder: DatasetFolder, name: str, img_p: Path, msk_p: Path) -> tuple[list, dict]:
+    "Problems finding, decoding or reading finite values from the image and mask of `name`; else path -> array."
     out = [
         f"{folder.rel(p)}: no {kind} file for '{name}'"
         for p, kind in ((img_p, "image"), (msk_p, "mask"))
         if not p.is_file()
     ]
     if out:
-        return out, seen
+        return out, {}
     arrays = {}
     for p in (img_p, msk_p):
         try:
@@ -458,10 +460,19 @@ def check_sample(folder: DatasetFolder, name: str, resize_masks: bool = False) -
         except _DECODE_ERRORS as e:
             out.append(f"{folder.rel(p)}: unreadable or corrupt image ({type(e).__name__}: {e})")
     if out:
-        return out, seen
+        return out, {}
     for p, a in arrays.items():
         if not (ok := np.isfinite(a)).all():
             out.append(f"{folder.rel(p)}: {int((~ok).sum())} non-finite pixel(s) (NaN or inf)")
+    return out, arrays
+
+# %% ../nbs/01_data.ipynb #1cf374dd
+def check_sample(folder: DatasetFolder, name: str, resize_masks: bool = False) -> tuple[list, dict]:
+    """Problems with sample `name` (each message starts with its file), and what was seen: `resize` (its mask),
+    `grey` (its mask's values other than 0 and 255), `empty` (no target)."""
+    img_p, msk_p = folder.paths(name)
+    seen = dict(resize=False, grey=[], empty=False)
+    out, arrays = _decoded_pair(folder, name, img_p, msk_p)
     if out:
         return out, seen
     img, msk = arrays[img_p], arrays[msk_p]
@@ -480,7 +491,8 @@ def check_sample(folder: DatasetFolder, name: str, resize_masks: bool = False) -
 
 # %% ../nbs/01_data.ipynb #c190523e
 def _split_problems(folder: DatasetFolder) -> tuple[dict, list, list, list]:
-    "Names per split after removing entries leading outside, repeats and train/test overlap; problems; skipped entries; fatal problems."
+    """(names per split without entries leading outside, repeats and train/test overlap; problems; skipped entries;
+    fatal problems)."""
     names = {s: parse_split_file(folder.split_files[s]) for s in SPLITS}
     sf = {s: folder.rel(folder.split_files[s]) for s in SPLITS}
     problems, skipped, fatal = [], [], [f"{sf[s]}: empty split (no names listed)" for s in SPLITS if not names[s]]
@@ -507,6 +519,28 @@ def _split_problems(folder: DatasetFolder) -> tuple[dict, list, list, list]:
     return names, problems, skipped, fatal
 
 # %% ../nbs/01_data.ipynb #e7bd80a7
+def _check_split(
+    folder: DatasetFolder, split: str, names: list, resize_masks: bool, rep: ValidationReport, bar
+) -> list:
+    "The usable names of `split`: each sample checked, its problems and what was seen recorded in `rep`."
+    good = []
+    for n in names:
+        msgs, seen = check_sample(folder, n, resize_masks)
+        bar.update()
+        rep.problems += msgs
+        if msgs:
+            rep.skipped.append(dict(split=split, name=n, reason="; ".join(msgs)))
+            continue
+        good.append(n)
+        if seen["resize"]:
+            rep.resized_masks.append(n)
+        if seen["grey"]:
+            rep.nonbinary_masks[folder.rel(folder.paths(n)[1])] = seen["grey"]
+        if seen["empty"]:
+            rep.target_free[split].append(n)
+    return good
+
+# %% ../nbs/01_data.ipynb #7cd96935
 def validate_dataset(
     root,
     skip_bad: bool = False,  # leave bad samples out (listed in `.skipped`) instead of raising
@@ -517,7 +551,9 @@ def validate_dataset(
     "Check the whole dataset once; `DatasetError` listing every problem unless `skip_bad`."
     folder = resolve_layout(root, split_stems)
     names, problems, skipped, fatal = _split_problems(folder)
-    resized, grey, empty, total = [], {}, {s: [] for s in SPLITS}, sum(map(len, names.values()))
+    split_files, total = {s: folder.rel(p) for s, p in folder.split_files.items()}, sum(map(len, names.values()))
+    rep = ValidationReport(folder.root, folder.layout.name, [], [], problems, skipped, split_files=split_files)
+    rep.target_free, rep.checked = {s: [] for s in SPLITS}, total
     bar = tqdm(
         total=total,
         desc="validating",
@@ -527,39 +563,13 @@ def validate_dataset(
         disable=None if progress else True,
     )
     for s in SPLITS:
-        good = []
-        for n in names[s]:
-            msgs, seen = check_sample(folder, n, resize_masks)
-            bar.update()
-            problems += msgs
-            if msgs:
-                skipped.append(dict(split=s, name=n, reason="; ".join(msgs)))
-                continue
-            good.append(n)
-            if seen["resize"]:
-                resized.append(n)
-            if seen["grey"]:
-                grey[folder.rel(folder.paths(n)[1])] = seen["grey"]
-            if seen["empty"]:
-                empty[s].append(n)
+        good = _check_split(folder, s, names[s], resize_masks, rep, bar)
         if names[s] and not good:
             fatal.append(f"{folder.rel(folder.split_files[s])}: no usable sample left in the split")
-        names[s] = good
+        setattr(rep, s, good)
     bar.close()
-    rep = ValidationReport(
-        folder.root,
-        folder.layout.name,
-        names["train"],
-        names["test"],
-        problems + fatal,
-        skipped,
-        resized,
-        {s: folder.rel(p) for s, p in folder.split_files.items()},
-        grey,
-        empty,
-        total,
-    )
-    if fatal or (problems and not skip_bad):
+    bad, rep.problems = bool(rep.problems), rep.problems + fatal
+    if fatal or (bad and not skip_bad):
         raise DatasetError(rep.describe(), rep.problems)
     return rep
 
@@ -570,7 +580,7 @@ def compute_stats(
     split_stems=None,  # (train, test) stems of the split lists (see `resolve_layout`)
     progress: bool = False,  # progress bar on stderr (when it is a terminal)
 ) -> dict:
-    "Pixel mean and std (on the [0, 1] scale) over images `names`; `DatasetError` naming the files if non-finite or all one value."
+    "Pixel mean and std ([0, 1] scale) over images `names`; `DatasetError` naming the files if non-finite or constant."
     folder, n, s, ss = resolve_layout(root, split_stems), 0, 0.0, 0.0
     lo, hi, bad, files = math.inf, -math.inf, [], []
     for name in tqdm(
@@ -616,13 +626,40 @@ def _inside(p: Path, folder: Path) -> bool:
     return p == folder or folder in p.parents
 
 
+def _relative_root(root: Path, out_dir: Path) -> str:
+    "`root` relative to `out_dir` (posix), or absolute where no relative path exists (another drive on Windows)."
+    try:
+        return Path(os.path.relpath(root, out_dir)).as_posix()
+    except ValueError:
+        return root.as_posix()
+
+# %% ../nbs/01_data.ipynb #617a88ee
+def _manifest(rep: ValidationReport, root: str, stats: dict, scenes: dict) -> dict:
+    "The manifest of a validated dataset: its `root` as the manifest names it, the training `stats`, the scene words."
+    return dict(
+        format=1,
+        root=root,
+        layout=rep.layout,
+        split_files=rep.split_files,
+        train=rep.train,
+        test=rep.test,
+        skipped=rep.skipped,
+        resized_masks=rep.resized_masks,
+        stats=stats,
+        scenes={n: scenes[n] for n in rep.train + rep.test if n in scenes},
+        mask_threshold=MASK_THRESHOLD,
+        nonbinary_masks=rep.nonbinary_masks,
+        target_free=rep.target_free,
+    )
+
+# %% ../nbs/01_data.ipynb #39b59e62
 def prepare_dataset(
     root,
     out_dir,
     skip_bad: bool = False,  # leave bad samples out (listed in the manifest) instead of raising
     resize_masks: bool = False,  # resize masks drawn at another scale to their image's size
     scenes=None,  # CSV of name,scene; default `root/scenes.csv` when present
-    split_stems=None,  # (train, test) stems of the split lists, e.g. ("trainval_v1", "test_v1"); default: the layout's own
+    split_stems=None,  # (train, test) stems of the split lists (see `resolve_layout`); default: the layout's own
     progress: bool = False,  # progress bars on stderr (when it is a terminal)
 ) -> Path:
     "Validate dataset `root`, compute training stats, write and return `out_dir/manifest.json`."
@@ -637,25 +674,8 @@ def prepare_dataset(
     if scenes is not None and not Path(scenes).is_file():
         raise DatasetError(f"{scenes}: scenes file not found")
     words = read_scenes(scenes if scenes is not None else root / "scenes.csv")  # only the default may be absent
-    try:
-        root_s = Path(os.path.relpath(root, out_dir)).as_posix()
-    except ValueError:
-        root_s = root.as_posix()  # e.g. another drive on Windows
-    man = dict(
-        format=1,
-        root=root_s,
-        layout=rep.layout,
-        split_files=rep.split_files,
-        train=rep.train,
-        test=rep.test,
-        skipped=rep.skipped,
-        resized_masks=rep.resized_masks,
-        stats=compute_stats(root, rep.train, split_stems=split_stems, progress=progress),
-        scenes={n: words[n] for n in rep.train + rep.test if n in words},
-        mask_threshold=MASK_THRESHOLD,
-        nonbinary_masks=rep.nonbinary_masks,
-        target_free=rep.target_free,
-    )
+    stats = compute_stats(root, rep.train, split_stems=split_stems, progress=progress)
+    man = _manifest(rep, _relative_root(root, out_dir), stats, words)
     out_dir.mkdir(parents=True, exist_ok=True)
     (path := out_dir / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
     return path
@@ -676,7 +696,7 @@ def pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
     ph, pw = max(h - x.shape[0], 0), max(w - x.shape[1], 0)
     return np.pad(x, ((0, ph), (0, pw))) if ph or pw else x
 
-
+# %% ../nbs/01_data.ipynb #a62f3c8f
 def normalize(img: np.ndarray, stats: dict) -> np.ndarray:
     "`(img - stats['mean']) / stats['std']` as float32 (raw [0, 1] intensity -> network input)."
     return ((img - stats["mean"]) / stats["std"]).astype(np.float32)
@@ -688,7 +708,7 @@ def random_crop(img: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Gen
     y, x = (int(rng.integers(0, n - size + 1)) for n in img.shape)
     return img[y : y + size, x : x + size], mask[y : y + size, x : x + size]
 
-
+# %% ../nbs/01_data.ipynb #dad3d81f
 def random_flip(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple:
     "Horizontal flip, vertical flip and transpose, each with probability 1/2, applied alike to `img` and `mask`."
     h, v, t = rng.random(3) < 0.5
@@ -699,7 +719,7 @@ def random_flip(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> 
 
 # %% ../nbs/01_data.ipynb #2dde3f0e
 class IRSTDDataset(torch.utils.data.Dataset):
-    "Samples of one split of a prepared dataset: random crops with flips for training, whole unpadded images for testing."
+    "Samples of one split of a prepared dataset: random crops with flips for training, whole unpadded images for test."
 
     def __init__(
         self,
@@ -725,41 +745,43 @@ class IRSTDDataset(torch.utils.data.Dataset):
         self.paths = [folder.paths(n) for n in self.names]
         self.scenes, self.resized = m.get("scenes", {}), set(m.get("resized_masks", []))
 
-    def __len__(self):
-        return len(self.names)
+# %% ../nbs/01_data.ipynb #f080b92d
+@patch
+def __len__(self: IRSTDDataset):
+    return len(self.names)
 
-    def set_epoch(self, epoch: int):
-        "Use the random choices of `epoch` from now on."
-        self.epoch = epoch
 
-    def load(self, i: int) -> tuple:
-        "Normalized float32 image and bool mask of sample `i`, whole and unpadded."
-        img_p, msk_p = self.paths[i]
-        img, msk = normalize(read_image(img_p), self.stats), read_image(msk_p)
-        if msk.shape != img.shape and self.names[i] in self.resized:
-            msk = fit_mask(msk, img.shape)
-        if msk.shape != img.shape:
-            raise DatasetError(f"{msk_p}: mask size differs from its image's; run prepare_dataset again")
-        return img, msk > MASK_THRESHOLD
+@patch
+def set_epoch(self: IRSTDDataset, epoch: int):
+    "Use the random choices of `epoch` from now on."
+    self.epoch = epoch
 
-    def __getitem__(self, i: int) -> dict:
-        img, msk = self.load(i)
-        out = dict(name=self.names[i], scene=self.scenes.get(self.names[i], ""))
-        if self.train:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
-            img, msk = random_flip(*random_crop(img, msk, self.crop, rng), rng)
-        else:
-            out["size"] = img.shape
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))[None]
-        return dict(image=t(img), mask=t(msk), **out)
+# %% ../nbs/01_data.ipynb #09d7999a
+@patch
+def load(self: IRSTDDataset, i: int) -> tuple:
+    "Normalized float32 image and bool mask of sample `i`, whole and unpadded."
+    img_p, msk_p = self.paths[i]
+    img, msk = normalize(read_image(img_p), self.stats), read_image(msk_p)
+    if msk.shape != img.shape and self.names[i] in self.resized:
+        msk = fit_mask(msk, img.shape)
+    if msk.shape != img.shape:
+        raise DatasetError(f"{msk_p}: mask size differs from its image's; run prepare_dataset again")
+    return img, msk > MASK_THRESHOLD
+
+# %% ../nbs/01_data.ipynb #2697dcc5
+@patch
+def __getitem__(self: IRSTDDataset, i: int) -> dict:
+    img, msk = self.load(i)
+    out = dict(name=self.names[i], scene=self.scenes.get(self.names[i], ""))
+    if self.train:
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        img, msk = random_flip(*random_crop(img, msk, self.crop, rng), rng)
+    else:
+        out["size"] = img.shape
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))[None]
+    return dict(image=t(img), mask=t(msk), **out)
 
 # %% ../nbs/01_data.ipynb #d8c8fa27
-SOURCE_HINT = (
-    "Put the dataset under data/<NAME> and set data.source in params.yaml (or pass SOURCE to dgspnet_prepare); "
-    "the default outputs/synthetic is written by the DVC synthetic stage."
-)
-
-
 def parse_splits(splits) -> tuple | None:
     "`data.splits` as the (train, test) stems `resolve_layout` takes: None for null; `ConfigError` unless two names."
     from dgspnet.config import ConfigError
@@ -774,6 +796,12 @@ def parse_splits(splits) -> tuple | None:
         )
     return tuple(s.strip() for s in splits)
 
+# %% ../nbs/01_data.ipynb #486211cf
+SOURCE_HINT = (
+    "Put the dataset under data/<NAME> and set data.source in params.yaml (or pass SOURCE to dgspnet_prepare); "
+    "the default outputs/synthetic is written by the DVC synthetic stage."
+)
+
 
 def run_prepare(
     cfg,  # params `Config`; only `cfg.data` is read: source, skip_bad, resize_masks, splits
@@ -782,7 +810,7 @@ def run_prepare(
     split_stems=None,  # (train, test) stems of the split lists; default: `cfg.data.splits`
     progress: bool = False,  # progress bars on stderr (when it is a terminal)
 ) -> Path:
-    "Validate `cfg.data.source` and write `out_dir/manifest.json`; `DatasetError` (one line for a missing source) otherwise."
+    "Validate `cfg.data.source` and write `out_dir/manifest.json`; `DatasetError` (one line: no source) otherwise."
     src = cfg.data.source
     if not src:
         raise DatasetError(f"no dataset given: data.source is empty. {SOURCE_HINT}")
@@ -800,7 +828,7 @@ def run_prepare(
         progress=progress,
     )
 
-
+# %% ../nbs/01_data.ipynb #33bd134b
 def prepare_config(
     source=None,  # dataset folder; wins over the params file's data.source
     params=None,  # params file whose `data` group gives source, skip_bad, resize_masks
@@ -822,20 +850,22 @@ def prepare_config(
 def _names(names: list, k: int = 10) -> str:
     return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 
-
+# %% ../nbs/01_data.ipynb #2d5834f6
 def prepare_summary(man: dict, path) -> str:
     "What `dgspnet_prepare` prints about a manifest it wrote at `path`."
     grey, free, t = man["nonbinary_masks"], man["target_free"], man["mask_threshold"]
     lines = [
         f"{man['root']} ({man['layout']} layout; {man['split_files']['train']}, {man['split_files']['test']}): "
         f"{len(man['train'])} train / {len(man['test'])} test, {len(man['skipped'])} skipped, "
-        f"{len(man['resized_masks'])} masks resized; mean {man['stats']['mean']:.4f} std {man['stats']['std']:.4f} -> {path}"
+        f"{len(man['resized_masks'])} masks resized; "
+        f"mean {man['stats']['mean']:.4f} std {man['stats']['std']:.4f} -> {path}"
     ]
     lines += [f"  skipped {s['split']}/{s['name']}: {s['reason']}" for s in man["skipped"]]
     lines.append(
         f"masks: a pixel is target when its value on the [0, 1] scale is > {t} (> {math.floor(t * 255)} of 255); "
         f"{len(grey)} mask(s) hold values other than 0 and 255; "
-        f"{sum(map(len, free.values()))} frame(s) have no target ({', '.join(f'{s} {len(v)}' for s, v in free.items())})"
+        f"{sum(map(len, free.values()))} frame(s) have no target "
+        f"({', '.join(f'{s} {len(v)}' for s, v in free.items())})"
     )
     lines += [f"  grey values {', '.join(map(str, v))} in {f}" for f, v in list(grey.items())[:20]]
     if len(grey) > 20:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import numpy as np
 import torch
+from fastcore.basics import patch
 from skimage.measure import label, regionprops
 
 # %% auto #0
@@ -40,17 +41,18 @@ def binarize(
     if p.dtype == bool:
         p = p.astype(np.float32)
     if p.size and (np.isnan(p).any() or p.min() < 0 or p.max() > 1):
+        lo, hi = (f(p) if not np.isnan(p).all() else "nan" for f in (np.nanmin, np.nanmax))
         raise ValueError(
             "prob must hold probabilities in [0,1] without NaN; apply torch.sigmoid to logits first "
-            f"(got min {np.nanmin(p) if not np.isnan(p).all() else 'nan'}, max {np.nanmax(p) if not np.isnan(p).all() else 'nan'})"
+            f"(got min {lo}, max {hi})"
         )
     return p > threshold
 
-
+# %% ../nbs/03_metrics.ipynb #141b34cb
 def as_mask(
     gt,  # ground truth, bool / {0,1} / {0,255}, (H,W), (B,H,W) or (B,1,H,W)
 ) -> np.ndarray:  # bool (B,H,W)
-    "Boolean ground-truth mask (B,H,W): nonzero pixels are target."
+    "Boolean ground-truth mask (B,H,W): pixels above 0.5 (or True) are target."
     g = as_batch(gt, "gt")
     return g.astype(bool) if g.dtype == bool else g > 0.5
 
@@ -70,7 +72,7 @@ def target_centroids(
     "Centroids of the ground-truth targets (8-connected components), in label order."
     return [r.centroid for r in regionprops(label(gt, connectivity=2))]
 
-
+# %% ../nbs/03_metrics.ipynb #4ad3fc0b
 def match_components(
     pred: np.ndarray,  # bool (H,W) prediction of one image
     centroids: list,  # target centroids from `target_centroids`
@@ -87,7 +89,7 @@ def match_components(
                 break
     return detected, int(sum(c.area for c in free))
 
-
+# %% ../nbs/03_metrics.ipynb #966cf9b6
 def match_targets(
     pred: np.ndarray,  # bool (H,W) prediction of one image
     gt: np.ndarray,  # bool (H,W) ground truth of one image
@@ -115,51 +117,56 @@ class SegmentationMetrics:
         self.inter = self.union = self.n_targets = self.n_detected = self.fa_pixels = self.n_pixels = 0
         self.image_iou = []
 
-    def update(
-        self,
-        prob,  # probabilities in [0,1]: numpy/torch (H,W), (B,H,W) or (B,1,H,W), cropped to the original size
-        gt,  # ground-truth mask of the same shape (bool, {0,1} or {0,255})
-    ):
-        "Add images to the running totals."
-        pred, g = binarize(prob, self.threshold), as_mask(gt)
-        if pred.shape != g.shape:
-            raise ValueError(f"prob {pred.shape} and gt {g.shape} shapes differ (after (B,H,W) view)")
-        inter, union = iou_counts(pred, g)
-        self.inter += int(inter.sum())
-        self.union += int(union.sum())
-        self.image_iou += [i / u if u else self.empty_iou for i, u in zip(inter.tolist(), union.tolist())]
-        for p1, g1 in zip(pred, g):
-            t, d, fa = match_targets(p1, g1, self.max_distance)
-            self.n_targets += t
-            self.n_detected += d
-            self.fa_pixels += fa
-        self.n_pixels += pred.size
-        return self
+# %% ../nbs/03_metrics.ipynb #fc174c9a
+@patch
+def update(
+    self: SegmentationMetrics,
+    prob,  # probabilities in [0,1]: numpy/torch (H,W), (B,H,W) or (B,1,H,W), cropped to the original size
+    gt,  # ground-truth mask of the same shape (bool, {0,1} or {0,255})
+):
+    "Add images to the running totals."
+    pred, g = binarize(prob, self.threshold), as_mask(gt)
+    if pred.shape != g.shape:
+        raise ValueError(f"prob {pred.shape} and gt {g.shape} shapes differ (after (B,H,W) view)")
+    inter, union = iou_counts(pred, g)
+    self.inter += int(inter.sum())
+    self.union += int(union.sum())
+    self.image_iou += [i / u if u else self.empty_iou for i, u in zip(inter.tolist(), union.tolist())]
+    for p1, g1 in zip(pred, g):
+        t, d, fa = match_targets(p1, g1, self.max_distance)
+        self.n_targets += t
+        self.n_detected += d
+        self.fa_pixels += fa
+    self.n_pixels += pred.size
+    return self
 
-    @property
-    def counts(self) -> dict:
-        "Raw totals behind `compute` (images, pixels, targets, detected, fa_pixels, inter, union)."
-        return dict(
-            images=len(self.image_iou),
-            pixels=self.n_pixels,
-            targets=self.n_targets,
-            detected=self.n_detected,
-            fa_pixels=self.fa_pixels,
-            inter=self.inter,
-            union=self.union,
-        )
+# %% ../nbs/03_metrics.ipynb #c338e68e
+@patch(as_prop=True)
+def counts(self: SegmentationMetrics) -> dict:
+    "Raw totals behind `compute` (images, pixels, targets, detected, fa_pixels, inter, union)."
+    return dict(
+        images=len(self.image_iou),
+        pixels=self.n_pixels,
+        targets=self.n_targets,
+        detected=self.n_detected,
+        fa_pixels=self.fa_pixels,
+        inter=self.inter,
+        union=self.union,
+    )
 
-    def compute(self) -> dict:
-        "dict(IoU, nIoU, Pd) as fractions in [0,1] and Fa in units of 1e-6; nan where undefined."
-        nan = float("nan")
-        if not self.image_iou:
-            return dict(IoU=nan, nIoU=nan, Pd=nan, Fa=nan)
-        return dict(
-            IoU=self.inter / self.union if self.union else float(self.empty_iou),
-            nIoU=float(np.mean(self.image_iou)),
-            Pd=self.n_detected / self.n_targets if self.n_targets else nan,
-            Fa=self.fa_pixels / self.n_pixels * 1e6,
-        )
+# %% ../nbs/03_metrics.ipynb #33759285
+@patch
+def compute(self: SegmentationMetrics) -> dict:
+    "dict(IoU, nIoU, Pd) as fractions in [0,1] and Fa in units of 1e-6; nan where undefined."
+    nan = float("nan")
+    if not self.image_iou:
+        return dict(IoU=nan, nIoU=nan, Pd=nan, Fa=nan)
+    return dict(
+        IoU=self.inter / self.union if self.union else float(self.empty_iou),
+        nIoU=float(np.mean(self.image_iou)),
+        Pd=self.n_detected / self.n_targets if self.n_targets else nan,
+        Fa=self.fa_pixels / self.n_pixels * 1e6,
+    )
 
 # %% ../nbs/03_metrics.ipynb #c7f7c677
 def _pairs(probs, gts):
@@ -175,7 +182,7 @@ def _pairs(probs, gts):
             raise ValueError(f"prob {p.shape} and gt {g.shape} shapes differ")
         yield from zip(p, g)
 
-
+# %% ../nbs/03_metrics.ipynb #2b6b4004
 def pd_fa_curve(
     probs,  # probabilities: one array/tensor (H,W)/(B,H,W)/(B,1,H,W), or a list of them (sizes may differ)
     gts,  # ground-truth masks matching `probs`
