@@ -215,7 +215,7 @@ def other_prob_files(files: list) -> list:
     "The probability maps of the other `PROB_FORMATS` beside `files[0]` (an earlier run's)."
     return [files[0].with_suffix(f".{f}") for f in PROB_FORMATS if f".{f}" != files[0].suffix]
 
-
+# %% ../nbs/15_predict.ipynb #82a83597
 def save_frame(files: list, img: np.ndarray, prob: np.ndarray, threshold: float, dets: list):
     "Write one frame's probability map, mask (`prob > threshold`) and marked overlay to `files` (`frame_files`)."
     mask = prob > threshold
@@ -242,7 +242,7 @@ def failed_row(p: Path, e: Exception, files: list, debug: bool = False) -> dict:
         f.unlink(missing_ok=True)
     return dict(frame=str(p), status="failed", targets="", intensity="", warning="", outputs="", error=msg)
 
-
+# %% ../nbs/15_predict.ipynb #c1293390
 def ok_row(p: Path, dets: list, rule, files: list) -> dict:
     "The `frames.csv` row of frame `p`, predicted with `dets` after the intensity rule `rule`; its warning printed."
     if rule.warning:
