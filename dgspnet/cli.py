@@ -237,9 +237,10 @@ def predict_cli(
     threads: int = 0,  # torch CPU threads (0: torch's default)
     intensity: str = "auto",  # how frame values map to [0, 1]: auto, 8, 10, 12, 14, 16, unit or minmax
     runtime: str = "torch",  # torch (CHECKPOINT: model.pt) or onnx (CHECKPOINT: a model.onnx from dgspnet_export)
+    save_prob: str = "png",  # probability maps: png (8-bit, to look at) or npy (float32, exact, for dgspnet_score)
     debug: bool = False,  # show tracebacks
 ):
-    "Run a trained DGSPNet on your own frames; exit 1 if some frames failed (the others are done), 2 if it cannot start."
+    "Run a trained DGSPNet on your frames; exit 1 if some frames failed (the others are done), 2 if it cannot start."
     with user_errors("dgspnet_predict", debug, paths[-1:]):
         from dgspnet.runtime import pick_device, set_threads
 
@@ -247,7 +248,9 @@ def predict_cli(
         set_threads(threads, "--threads")
         from dgspnet.predict import run_predict
 
-        status = run_predict(checkpoint, paths, threshold, device, tile, overlap, threads, debug, intensity, runtime)
+        status = run_predict(
+            checkpoint, paths, threshold, device, tile, overlap, threads, debug, intensity, runtime, save_prob
+        )
     sys.exit(status)
 
 # %% ../nbs/17_export.ipynb #d9eaaaf3

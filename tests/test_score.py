@@ -194,3 +194,61 @@ def test_evaluate_wrong_normalization(data, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e: evaluate_cli()
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "--normalization 'train'" in err, err
+
+
+def test_evaluate_equals_score_of_predict_npy(tmp_path, monkeypatch, capsys):
+    """One model, one answer, exactly: a tiny trained DGSPNet's test split scored by dgspnet_evaluate, and predicted by
+    dgspnet_predict --save_prob npy then scored by dgspnet_score: the same four metrics to the last digit, the same
+    false targets per image, and predict's .npy maps are evaluate's probabilities bit for bit."""
+    import torch
+    from dgspnet.checkpoint import build_model, load_trained, save_trained
+    from dgspnet.cli import predict_cli
+    from dgspnet.config import EvaluateCfg, config_from_dict
+    from dgspnet.data import load_manifest
+    from dgspnet.evaluate import evaluate
+    from dgspnet.inference import predict_split, to_channels_last
+    from dgspnet.losses import SegmentationLoss
+    from dgspnet.score import image_counts
+    make_synthetic_dataset(tmp_path/"ds", n_train=8, n_test=4, size=64, seed=5)
+    (tmp_path/"ds"/"scenes.csv").unlink()  # dgspnet_predict has no scene word for a frame: neither has the split
+    manifest = prepare_dataset(tmp_path/"ds", tmp_path/"prep")
+    train = IRSTDDataset(manifest, "train", train=False)
+    x = torch.stack([train[i]["image"] for i in range(len(train))])
+    y = torch.stack([train[i]["mask"] for i in range(len(train))])
+    torch.manual_seed(0)
+    cfg = config_from_dict(TINY)
+    net = build_model(cfg).freeze_inversion().train()
+    opt, loss_fn = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=3e-3), SegmentationLoss()
+    for _ in range(30):  # a few full-batch steps: the model finds some targets and some false alarms
+        loss = loss_fn(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    save_trained(net.eval(), cfg, load_manifest(manifest)["stats"], tmp_path/"model.pt")
+    test = IRSTDDataset(manifest, "test", train=False)
+    probs, gts = {}, {}
+    for item, p in predict_split(to_channels_last(load_trained(tmp_path/"model.pt").net), test):  # as evaluate runs
+        probs[item["name"]], gts[item["name"]] = p, item["mask"][0, :p.shape[0], :p.shape[1]].numpy() > 0.5
+    # a cut between the brightest pixels (this briefly trained model's probabilities are low): some targets found,
+    # some false alarms; any cut, not only 0.5, gives the same answer both ways
+    threshold = float(np.quantile(np.concatenate([p.ravel() for p in probs.values()]), 0.995))
+    m = evaluate(tmp_path/"model.pt", manifest, tmp_path/"ev", EvaluateCfg(threshold, 3, 1, 1), progress=False)
+    frames = sorted((tmp_path/"ds"/"images").glob("*.png"))
+    before = {f: f.read_bytes() for f in (tmp_path/"ds").rglob("*") if f.is_file()}
+    code, _, _ = run_cli(predict_cli, "dgspnet_predict", [tmp_path/"model.pt", *[f for f in frames if f.stem in probs],
+                         tmp_path/"pred", "--save_prob", "npy", "--threshold", threshold], monkeypatch, capsys)
+    assert code == 0
+    assert {f: f.read_bytes() for f in (tmp_path/"ds").rglob("*") if f.is_file()} == before  # inputs untouched
+    assert sorted(p.name for p in (tmp_path/"pred").glob("*_prob.*")) == sorted(f"{n}_png_prob.npy" for n in probs)
+    for n, p in probs.items():
+        stored = np.load(tmp_path/"pred"/f"{n}_png_prob.npy")
+        assert stored.dtype == np.float32 and np.array_equal(stored, p), n  # evaluate's probabilities, bit for bit
+    code, _, err = run([tmp_path/"pred", manifest, "--out", tmp_path/"sc", "--suffix", "_png_prob",
+                        "--threshold", threshold], monkeypatch, capsys)
+    s = metrics(tmp_path/"sc")
+    assert code == 0 and err == "" and s["n_scored"] == len(probs) == 4
+    assert 0 < m["IoU_pct"] < 100 and m["Fa_1e-6"] > 0, m  # a model that finds targets, and not only targets
+    for k in ("IoU_pct", "nIoU_pct", "Pd_pct", "Fa_1e-6"):
+        assert s[k] == m[k], (k, s[k], m[k])
+    false_targets = sum(image_counts(probs[n], gts[n], threshold)["false_targets"] for n in probs)
+    assert s["Fa_targets_per_image"] == round(false_targets / len(probs), 4)
