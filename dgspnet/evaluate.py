@@ -141,6 +141,12 @@ def label_thresholds(
             boxes.append(box)
     return kept
 
+# %% ../nbs/14_evaluate.ipynb #e779839a
+def _zero_fa_note(ax, pd_zero: np.ndarray):
+    "Write on `ax` how many thresholds have Fa = 0 (off the log axis) and their best Pd (`pd_zero`: fractions)."
+    note = f"{len(pd_zero)} threshold(s) with Fa = 0 (not on a log axis), Pd up to {100 * np.nanmax(pd_zero):.1f} %"
+    ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=7, va="bottom")
+
 # %% ../nbs/14_evaluate.ipynb #3b1f9f54
 def plot_pd_fa(
     curve: dict,  # `pd_fa_curve` output: Pd fractions, Fa in 1e-6
@@ -163,9 +169,7 @@ def plot_pd_fa(
     lo, hi = (min(xs) / 1.5, max(xs) * 1.5) if xs else (0.1, 10.0)
     log_fa_axis(ax, lo, hi)
     if (~pos).any():
-        n_zero, best = int((~pos).sum()), 100 * np.nanmax(pd[~pos])
-        note = f"{n_zero} threshold(s) with Fa = 0 (not on a log axis), Pd up to {best:.1f} %"
-        ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=7, va="bottom")
+        _zero_fa_note(ax, pd[~pos])
     ys = list(100 * pd[pos]) + ([paper["Pd_pct"]] if paper else [])
     bottom = max(0, 10 * math.floor(min(ys) / 10) - 10) - 2 if ys else -2
     ax.set_ylim(bottom, 102)  # the curve and the paper's point, up to 100 %
@@ -338,6 +342,13 @@ def _attention_panel(
     cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, extend="both", format=fmt)
     cb.ax.tick_params(labelsize=6)
 
+# %% ../nbs/14_evaluate.ipynb #7509ae6e
+def _image_panel(ax, img: np.ndarray, mask: np.ndarray, name: str):
+    "The test image in grey, its target outlined in green, titled with its name."
+    ax.imshow(img, cmap="gray")
+    ax.contour(mask, levels=[0.5], colors="lime", linewidths=0.7)
+    ax.set_title(f"{name} (target outlined)", fontsize=8)
+
 # %% ../nbs/14_evaluate.ipynb #7cb7af8d
 def plot_attention(
     net,  # eval-mode DGSPNet
@@ -354,9 +365,7 @@ def plot_attention(
     axes = fig.subplots(len(rows), n + 1, squeeze=False)
     for row, (item, maps, h, w, padded) in zip(axes, rows):
         img, mask = item["image"][0, :h, :w].numpy(), item["mask"][0, :h, :w].numpy()
-        row[0].imshow(img, cmap="gray")
-        row[0].contour(mask, levels=[0.5], colors="lime", linewidths=0.7)
-        row[0].set_title(f"{item['name']} (target outlined)", fontsize=8)
+        _image_panel(row[0], img, mask, item["name"])
         for ax, (k, m) in zip(row[1:], maps):
             crop, extent = crop_to_image(m, h, w, padded)
             _attention_panel(fig, ax, crop, extent, mask, f"TGSA {k} ({m.shape[0]}x{m.shape[1]})")
@@ -462,6 +471,18 @@ def _score_split(
             _progress(len(records), len(ds), t0)
     return met, records
 
+# %% ../nbs/14_evaluate.ipynb #4d51d98f
+def _write_metrics(out: Path, met: SegmentationMetrics, trained, dataset: str) -> dict:
+    "Write metrics.json (what `dvc metrics` reads); returns what it wrote."
+    metrics = dict(
+        **{k: round(v, 2) for k, v in in_paper_units(met.compute()).items()},  # the paper's precision
+        n_trainable=int(trained.param_counts["trainable"]),
+        text_tower_random=trained.text_tower_random,
+        dataset=dataset,
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
 # %% ../nbs/14_evaluate.ipynb #a10671fa
 def _details(
     ev: EvaluateCfg,  # the evaluation settings used
@@ -562,13 +583,7 @@ def evaluate(
     ds.stats = normalization_stats(normalization, trained.stats, ds.stats)
     met, records = _score_split(net, ds, ev.threshold, progress)
     dataset = dataset_name(manifest)
-    metrics = dict(
-        **{k: round(v, 2) for k, v in in_paper_units(met.compute()).items()},  # the paper's precision
-        n_trainable=int(trained.param_counts["trainable"]),
-        text_tower_random=trained.text_tower_random,
-        dataset=dataset,
-    )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    metrics = _write_metrics(out, met, trained, dataset)
     details = _details(ev, normalization, ds.stats, records, met, trained)
     (out / "details.json").write_text(json.dumps(details, indent=2) + "\n")
     curve = _write_curve(out, records, ev.curve_points)
