@@ -567,6 +567,15 @@ def run_ablation_report(
     )
     return out / "tables.md"
 
+# %% ../nbs/16_experiments.ipynb #6e590af3
+def _flag_adder(p: argparse.ArgumentParser):
+    "A function `flag(name, **kw)` that adds the flag `name` to `p` as both `--a-b` and `--a_b` (dest `a_b`)."
+
+    def flag(name, **kw):
+        p.add_argument(*dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}"]), dest=name, **kw)
+
+    return flag
+
 # %% ../nbs/16_experiments.ipynb #7a15ad07
 def exp_parser() -> argparse.ArgumentParser:
     "The `dgspnet_exp` parser: every flag as `--a-b` and `--a_b`."
@@ -574,10 +583,7 @@ def exp_parser() -> argparse.ArgumentParser:
         prog="dgspnet_exp", description="Run, queue, list and tabulate the paper's experiment presets."
     )
     p.add_argument("presets", nargs="*", help="preset names (dgspnet_exp --list shows them)")
-
-    def flag(name, **kw):
-        p.add_argument(*dict.fromkeys([f"--{name.replace('_', '-')}", f"--{name}"]), dest=name, **kw)
-
+    flag = _flag_adder(p)
     flag("list", action="store_true", help="list the presets, one line each")
     flag("queue", action="store_true", help="queue them (dvc exp run --queue); start with dvc queue start")
     flag("dry_run", action="store_true", help="check and print the dvc commands, run nothing")
