@@ -464,14 +464,19 @@ def _row(label: str, run, paper: dict) -> dict:
     row["experiment"] = None if run is None else f"{run.name} ({str(run.rev)[:7]})"
     return row
 
+# %% ../nbs/16_experiments.ipynb #197cecef
+def _frame(rows: list, index_name: str):
+    "The rows (`_row`) as a DataFrame indexed by `row`, named `index_name`."
+    import pandas as pd
+
+    return pd.DataFrame(rows).astype({"n": "Int64"}).set_index("row").rename_axis(index_name)
+
 # %% ../nbs/16_experiments.ipynb #f33cba4d
 def ablation_tables(
     runs: list[ExpRun],  # from `parse_exp_show`
     paper: dict,  # the paper's tables (`dgspnet.config.read_paper_tables`)
 ) -> dict:
     "{'Table 2, IRSTD-1K': DataFrame, 'Table 2, NUDT-SIRST': ..., 'Table 3, IRSTD-1K': ...}: ours beside the paper's."
-    import pandas as pd
-
     out = {}
     t2 = paper["table2_prompt_modules"]
     for ds in TABLE2_DATASETS:
@@ -480,13 +485,13 @@ def ablation_tables(
             _row(key, _pick(runs, f"table2-{key}", ds), {c: vals[i] for c, i in cols.items()})
             for key, vals in t2["rows"].items()
         ]
-        out[f"Table 2, {ds}"] = pd.DataFrame(rows).set_index("row").rename_axis("tgca-crossattn-tgsa")
+        out[f"Table 2, {ds}"] = _frame(rows, "tgca-crossattn-tgsa")
     t3 = paper["table3_tokens"]
     rows = [
         _row(str(n), _pick(runs, f"table3-{n}", "IRSTD-1K"), dict(zip(t3["columns"], r["values"])))
         for n, r in t3["rows"].items()
     ]
-    out["Table 3, IRSTD-1K"] = pd.DataFrame(rows).set_index("row").rename_axis("fine tokens")
+    out["Table 3, IRSTD-1K"] = _frame(rows, "fine tokens")
     return out
 
 # %% ../nbs/16_experiments.ipynb #218344db
@@ -495,15 +500,13 @@ def table1(
     paper: dict,  # the paper's tables (`dgspnet.config.read_paper_tables`)
 ):
     "Table 1's DGSPNet row per dataset beside the runs of the preset `paper-<dataset>`, as a DataFrame."
-    import pandas as pd
-
     t1 = paper["table1_sota"]
     cols = [c.split(".", 1) for c in t1["columns"]]
     rows = []
     for ds in dict.fromkeys(d for d, _ in cols):
         ref = {m: v for (d, m), v in zip(cols, t1["rows"]["DGSPNet"]) if d == ds}
         rows.append(_row(ds, _pick(runs, f"paper-{ds.lower()}", ds), ref))
-    return pd.DataFrame(rows).set_index("row").rename_axis("dataset")
+    return _frame(rows, "dataset")
 
 # %% ../nbs/16_experiments.ipynb #3aba377c
 def _with_std(df):
