@@ -125,6 +125,27 @@ def test_queue_one_experiment_per_value(repo, value):
     assert [(r.name, r.param("data.source")) for r in queued] == [("boom", value)]
 
 
+def test_seeds_dry_run_one_command_per_preset_and_seed(repo, capsys):
+    "--seeds N...: one `dvc exp run` per preset and seed, named <preset>-seedN, with base.seed=N (over --set)."
+    tiny_dataset(repo / "data" / "NUDT-SIRST")
+    before = (repo / "params.yaml").read_bytes()
+    exp_cli(["cpu-nudt-sirst", "--dry-run", "--seeds", "0", "1", "2", "--set", "base.seed=9"])
+    cmds = [shlex.split(l) for l in capsys.readouterr().out.splitlines()]
+    assert [c[c.index("-n") + 1] for c in cmds] == [f"cpu-nudt-sirst-seed{s}" for s in (0, 1, 2)]
+    assert [[w for w in c if w.startswith("base.seed=")] for c in cmds] == [[f"base.seed={s}"] for s in (0, 1, 2)]
+    assert (repo / "params.yaml").read_bytes() == before
+
+
+def test_seeds_queue_one_experiment_per_seed(repo):
+    "--queue --seeds 0 1 queues <preset>-seed0 and <preset>-seed1, each with its base.seed in its params."
+    git_dvc_repo(repo, f'{sys.executable} -c "raise SystemExit(3)"')
+    exp_cli(["boom", "--queue", "--seeds", "0", "1"])
+    show = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, capture_output=True, text=True).stdout)
+    queued = [r for r in parse_exp_show(show) if r.status == "queued"]
+    subprocess.run(["dvc", "queue", "remove", "--all"], cwd=repo, capture_output=True)
+    assert sorted((r.name, r.param("base.seed")) for r in queued) == [("boom-seed0", 0), ("boom-seed1", 1)]
+
+
 def test_busy_workspace_refused_queue_allowed(repo, capsys):
     "While a real `dvc exp run` holds the workspace, a run is refused in one line (params.yaml untouched); --queue works."
     git_dvc_repo(repo, f'{sys.executable} -c "import time; time.sleep(120)"')
@@ -206,6 +227,28 @@ def test_ablation_tables_against_paper():
     assert t2.loc["1-1-1", "status"] == "not run yet" and t2.loc["1-1-1", "IoU paper"] == 70.87
     assert t["Table 3, IRSTD-1K"].loc["4", "status"] == "queued"
     assert set(t["Table 2, NUDT-SIRST"]["status"]) == {"not run yet"}   # those runs were on IRSTD-1K
+
+
+def test_tables_mean_and_std_over_seeds():
+    "A preset run with seeds: its row holds the mean, the sample std and n; markdown writes mean ± std."
+    from dataclasses import replace
+    from dgspnet.experiments import markdown_table, table1
+    base = {r.name: r for r in runs_on("IRSTD-1K")}["table2-0-0-0"]
+    seeded = [replace(base, name=f"table2-1-1-1-seed{s}", metrics={"IoU": v, "Pd": 90.0}, timestamp=str(s))
+              for s, v in ((0, 70.0), (1, 72.0), (2, 77.0))]                  # mean 73, std sqrt(13)
+    seeded.append(replace(base, name="table2-1-1-1-seed1", metrics={"IoU": 0.0}, timestamp="0"))  # older: ignored
+    seeded.append(replace(base, name="table2-1-1-1-seed3", status="failed", metrics={}))          # failed: left out
+    t = ablation_tables(seeded, read_paper_tables())["Table 2, IRSTD-1K"]
+    row = t.loc["1-1-1"]
+    assert (row["status"], row["n"], row["IoU"], row["Pd"], row["Pd std"]) == ("done", 3, 73.0, 90.0, 0.0)
+    assert row["IoU std"] == pytest.approx(13 ** 0.5) and row["IoU diff"] == pytest.approx(73.0 - 70.87)
+    md = [[v.strip() for v in l.strip("|").split("|")] for l in markdown_table(t).splitlines()]
+    assert [r[:5] for r in md if r[0] == "1-1-1"] == [["1-1-1", "done", "73.00 ± 3.61", "70.87", "2.13"]]
+    nuaa = [replace(base, name=f"paper-nuaa-sirst-seed{s}", params={"data": {"source": "data/NUAA-SIRST"}},
+                    metrics={"IoU": v, "Pd": 97.0, "Fa": 9.0}) for s, v in ((0, 79.0), (1, 81.0))]
+    t1 = table1(nuaa, read_paper_tables())
+    assert (t1.loc["NUAA-SIRST", "n"], t1.loc["NUAA-SIRST", "IoU"]) == (2, 80.0)
+    assert t1.loc["NUAA-SIRST", "IoU std"] == pytest.approx(2 ** 0.5) and t1.loc["IRSTD-1K", "status"] == "not run yet"
 
 
 def test_ablation_report(tmp_path, monkeypatch):
