@@ -167,7 +167,7 @@ def evaluate_cli(
     checkpoint: str = "outputs/train/model.pt",  # from the train stage
     manifest: str = "outputs/prepare/manifest.json",  # dataset whose test split is scored
     out: str = "results/evaluate",  # metrics.json, details.json, pdfa.csv, figures
-    params: str = None,  # params file: its `evaluate` group, base.device and base.threads (default: the checkpoint's evaluate group, cpu)
+    params: str = None,  # params file for evaluate, base.device, base.threads (default: the checkpoint's, cpu)
     device: str = None,  # torch device (default: base.device of --params, else cpu)
     normalization: str = "model",  # image statistics: model (the checkpoint's) or dataset (--manifest's)
     debug: bool = False,  # show the traceback of an error instead of one line
