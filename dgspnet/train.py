@@ -128,6 +128,25 @@ def checkpoint_path(ckpt_dir, stage: str, fp: dict) -> Path:
     "The run's resumable checkpoint: named by the stage and the fingerprint of its params and data."
     return Path(ckpt_dir) / f"{stage}-{fingerprint(fp['params'], fp['data'])}.pt"
 
+# %% ../nbs/13_train.ipynb #05f3f349
+def _set_aside(path: Path, differ: list, log) -> Path:
+    "Rename checkpoint `path`, written with other `differ` parts, beside it; a WARNING names the parts and the file."
+    kept = path.with_name(f"{path.stem}.other-{'-'.join(differ)}-{time.strftime('%Y%m%d-%H%M%S')}.pt")
+    os.replace(path, kept)
+    why = (
+        (
+            f"; to resume it across a code change you know to be harmless, set base.resume_across_code: true and "
+            f"rename it back to {path.name}"
+        )
+        if differ == ["code"]
+        else ""
+    )
+    log.warning(
+        f"WARNING: not resuming {path}: it was written with other {' and '.join(differ)}; set aside as {kept} "
+        f"(kept until you delete it){why}; starting from epoch 1"
+    )
+    return kept
+
 # %% ../nbs/13_train.ipynb #82ef646f
 def resumable(ckpt_path, fp: dict, cfg: Config, log, main: bool = True) -> dict | None:
     "The checkpoint to resume from, or None; one by other params, data or code is set aside (by the main process)."
@@ -148,22 +167,8 @@ def resumable(ckpt_path, fp: dict, cfg: Config, log, main: bool = True) -> dict 
             "base.resume_across_code is true"
         )
         return ck
-    if not main:
-        return None
-    kept = path.with_name(f"{path.stem}.other-{'-'.join(differ)}-{time.strftime('%Y%m%d-%H%M%S')}.pt")
-    os.replace(path, kept)
-    why = (
-        (
-            f"; to resume it across a code change you know to be harmless, set base.resume_across_code: true and "
-            f"rename it back to {path.name}"
-        )
-        if differ == ["code"]
-        else ""
-    )
-    log.warning(
-        f"WARNING: not resuming {path}: it was written with other {' and '.join(differ)}; set aside as {kept} "
-        f"(kept until you delete it){why}; starting from epoch 1"
-    )
+    if main:  # the other processes leave it to the main one
+        _set_aside(path, differ, log)
     return None
 
 # %% ../nbs/13_train.ipynb #33db977b
