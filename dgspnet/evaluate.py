@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, NullFormatter
-from matplotlib.transforms import nonsingular
 from skimage.measure import label, regionprops
 from .runtime import pick_device, set_threads
 from .config import EvaluateCfg, read_paper_tables
@@ -319,7 +318,10 @@ def attention_range(m: np.ndarray) -> tuple[float, float]:
     lo, hi = (float(v) for v in np.percentile(m, ATTENTION_PERCENTILES))
     if hi <= lo:
         lo, hi = float(m.min()), float(m.max())
-    return nonsingular(lo, hi)
+    if hi <= lo:  # a constant map: a small range around its value
+        pad = abs(lo) * 1e-3 or 1e-3
+        lo, hi = lo - pad, hi + pad
+    return lo, hi
 
 # %% ../nbs/14_evaluate.ipynb #5c9d9967
 def _attention_panel(

@@ -1,4 +1,5 @@
-"""The notebooks stay documents: nbdev_clean form, real markdown, and a docstring on every exported module."""
+"""The notebooks stay documents: nbdev_clean form, real markdown, a docstring on every exported module, short export
+cells each with a test beneath it, and a package that passes the linter."""
 import ast, json, shutil, subprocess, sys
 from pathlib import Path
 
@@ -8,6 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "nbs").rglob("*.ipynb"))
 MODULES = sorted(p for p in (ROOT / "dgspnet").glob("*.py") if p.name not in ("__init__.py", "_modidx.py"))
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "tools"))
+from cell_stats import MAX_LINES, export_cells  # noqa: E402
 
 
 def comment_style(cell) -> bool:
@@ -44,3 +47,29 @@ def test_module_docstring(py):
     "The first markdown cell `# Title` + `> summary` of a notebook becomes its module's docstring."
     doc = ast.get_docstring(ast.parse(py.read_text()))
     assert doc and len(doc) > 20, f"{py} has no module docstring: give its notebook a '# Title' and '> summary' cell"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_export_cells_small_and_tested(nb):
+    "Each export cell holds one idea (at most MAX_LINES lines) and the code cell beneath it shows what it does."
+    cells = export_cells(nb)
+    long = [(i, n) for i, n, _ in cells if n > MAX_LINES]
+    untested = [i for i, _, tested in cells if not tested]
+    assert not long, f"{nb}: export cells (code cell index, lines) longer than {MAX_LINES} lines: {long}"
+    assert not untested, f"{nb}: export cells (code cell index) with no test or example beneath: {untested}"
+
+
+def test_package_lint():
+    """The exported package, tools/ and benchmarks/ pass ruff with the rules of ruff.toml (fix a finding in the
+    notebook it comes from, then export). One exception: nbdev writes each module's `__all__` line itself, wrapped at
+    120 characters before its 10-character `__all__ = ` prefix, so a long first `__all__` line is not a finding."""
+    r = subprocess.run([str(BIN / "ruff"), "check", "--output-format", "json", "dgspnet", "tools", "benchmarks"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    found = [f for f in json.loads(r.stdout)
+             if not (f["code"] == "E501" and _line(f).startswith("__all__ = "))]
+    assert not found, "\n".join(f"{f['filename']}:{f['location']['row']}: {f['code']} {f['message']}" for f in found)
+
+
+def _line(finding) -> str:
+    return Path(finding["filename"]).read_text().splitlines()[finding["location"]["row"] - 1]
