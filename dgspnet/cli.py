@@ -211,6 +211,8 @@ def score_cli(
     threshold: float = 0.5,  # a pixel is target when its value (8-bit PNG: value/255) is above it
     curve_points: int = 41,  # thresholds on the Pd-Fa curve
     suffix: str = "",  # the end of each prediction's stem after the image name, e.g. _png_mask (predict's)
+    resize_masks: bool = False,  # dataset folder: resize masks drawn at another scale than their image
+    skip_bad: bool = False,  # dataset folder: leave unreadable or mismatched samples out
     debug: bool = False,  # show the traceback of an error instead of one line
 ):
     "Score any method's masks against a dataset split; exit 1 if some split images were not scored, 2 if none."
@@ -219,7 +221,7 @@ def score_cli(
     with user_errors("dgspnet_score", debug, [out]):
         from dgspnet.score import score
 
-        m = score(predictions, dataset, out, split, threshold, curve_points, suffix)
+        m = score(predictions, dataset, out, split, threshold, curve_points, suffix, resize_masks, skip_bad)
     for p in m["problems"]:
         print(f"dgspnet_score: {p}", file=sys.stderr)
     print(json.dumps({k: v for k, v in m.items() if k != "problems"}, indent=2))

@@ -105,6 +105,8 @@ def image_counts(
 @contextmanager
 def manifest_of(
     dataset,  # a manifest.json, or a dataset folder
+    resize_masks: bool = False,  # a folder: resize masks drawn at another scale than their image (`prepare_dataset`)
+    skip_bad: bool = False,  # a folder: leave unreadable or mismatched samples out (`prepare_dataset`)
 ):
     "The manifest.json of `dataset`: the file itself, or the folder prepared as `dgspnet_prepare` does (temporarily)."
     p = Path(dataset)
@@ -114,7 +116,7 @@ def manifest_of(
     if not p.is_dir():
         raise UserError(f"dataset {p}: no such file or folder; give a dataset folder or its manifest.json")
     with tempfile.TemporaryDirectory(prefix="dgspnet_score_") as tmp:
-        yield prepare_dataset(p, tmp)
+        yield prepare_dataset(p, tmp, skip_bad=skip_bad, resize_masks=resize_masks)
 
 # %% ../nbs/14a_score.ipynb #4143c2a0
 def pd_fa_both(
@@ -200,11 +202,13 @@ def score(
     threshold: float = 0.5,  # a pixel is target when its value is above it
     curve_points: int = 41,  # thresholds on the Pd-Fa curve
     suffix: str = "",  # the end of every prediction's stem after the image name (`match_predictions`)
+    resize_masks: bool = False,  # dataset folder: resize masks drawn at another scale (`prepare_dataset`)
+    skip_bad: bool = False,  # dataset folder: leave bad samples out (`prepare_dataset`)
 ) -> dict:  # what metrics.json holds
     "Score a folder of predictions against a dataset split; write the metrics, per-image CSV and Pd-Fa curve."
     if split not in SPLITS:
         raise UserError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
-    with manifest_of(dataset) as manifest:
+    with manifest_of(dataset, resize_masks, skip_bad) as manifest:
         ds, name = IRSTDDataset(manifest, split, train=False), dataset_name(manifest)
         found, problems = match_predictions(predictions, ds.names, suffix)
         met, rows, probs, gts, bad = _score_images(ds, found, threshold)

@@ -36,17 +36,27 @@ def test_card_describes_the_file():
     assert (recipe.data.crop, recipe.train.epochs) == (c["recipe"]["crop"], c["recipe"]["train_epochs"])
 
 
+def _run(*argv, cwd):
+    subprocess.run(list(map(str, argv)), check=True, capture_output=True, cwd=cwd)
+
+
 def test_card_metrics_on_nuaa_sirst(tmp_path):
-    "dgspnet_evaluate on NUAA-SIRST's test split gives the card's metrics to 0.01."
+    """dgspnet_evaluate on NUAA-SIRST's test split gives the card's metrics to 0.01, and dgspnet_score of
+    dgspnet_predict's float maps of the same frames gives exactly dgspnet_evaluate's."""
     root = DATASETS / "NUAA-SIRST"
     if not root.is_dir():
         pytest.skip(f"NUAA-SIRST not found at {root} (set DGSPNET_DATASETS to its parent folder)")
     manifest = prepare_dataset(root, tmp_path / "prepare", resize_masks=True)
-    cmd = [BIN / "dgspnet_evaluate", "--checkpoint", MODEL, "--manifest", manifest, "--out", tmp_path / "eval"]
-    subprocess.run(list(map(str, cmd)), check=True, capture_output=True, cwd=tmp_path)
+    _run(BIN / "dgspnet_evaluate", "--checkpoint", MODEL, "--manifest", manifest, "--out", "eval", cwd=tmp_path)
     got = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     want = card()["metrics"]
     assert {k: got[k] for k in METRICS} == pytest.approx({k: want[k] for k in METRICS}, abs=0.0100001)
+
+    frames = [root / "images" / f"{n.strip()}.png" for n in (root / "test.txt").read_text().split()]
+    _run(BIN / "dgspnet_predict", MODEL, *frames, "pred", "--save_prob", "npy", cwd=tmp_path)
+    _run(BIN / "dgspnet_score", "pred", root, "--resize_masks", "--suffix", "_png_prob", "--out", "score", cwd=tmp_path)
+    scored = json.loads((tmp_path / "score" / "metrics.json").read_text())
+    assert {k: scored[k] for k in METRICS} == {k: got[k] for k in METRICS}
 
 
 def test_finds_a_small_target(tmp_path):
