@@ -129,7 +129,7 @@ class TrainCfg:
     pretrained: bool = True  # start from the pretraining stage's encoder + inversion weights
     steps_per_epoch: int = 0  # optimizer steps per epoch (0: the whole training split)
     ckpt_every: int = 10  # epochs between resumable checkpoints
-    eval_every: int = 50  # epochs between test-split evaluations logged to dvclive (0: only at the end)
+    eval_every: int = 50  # epochs between test-split evaluations logged to dvclive, and the last epoch (0: never)
 
 # %% ../nbs/00_config.ipynb #6dddc256
 @dataclass
