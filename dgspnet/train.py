@@ -498,8 +498,8 @@ def _write_encoder(net: DGSPNet, cfg: Config, fp: dict, out_dir, log) -> Path:
 
 # %% ../nbs/13_train.ipynb #434e7c47
 @contextmanager
-def _stage(cfg: Config, out_dir, stage: str, manifest):
-    "A stage's run: torchrun group, output lock (main process), seeds, threads, logger, warnings, training split."
+def _stage(cfg: Config, out_dir, stage: str, manifest, ckpt_dir, live_dir):
+    "A stage's run: torchrun group, output lock, seeds, threads, logger, warnings, training split, `Loop` maker."
     info, device = init_distributed(cfg.base.device)
     with OutputLock(out_dir) if info.main else nullcontext():
         set_threads(cfg.base.threads)
@@ -513,7 +513,24 @@ def _stage(cfg: Config, out_dir, stage: str, manifest):
             for line in (bang, RANDOM_TEXT_WARNING, bang):
                 log.warning(line)
         log.info(f"{stage}: device {device}, {info.world} process(es), seed {cfg.base.seed}")
-        yield info, device, log, IRSTDDataset(manifest, "train", crop=cfg.data.crop, train=True, seed=cfg.base.seed)
+        train_ds = IRSTDDataset(manifest, "train", crop=cfg.data.crop, train=True, seed=cfg.base.seed)
+
+        def new_loop(stage: Stage, fp: dict, test_ds=None) -> Loop:
+            "The `Loop` of `stage` in this run."
+            return Loop(
+                stage,
+                cfg=cfg,
+                info=info,
+                device=device,
+                log=log,
+                fp=fp,
+                ckpt_dir=Path(ckpt_dir),
+                live_dir=Path(live_dir),
+                train_ds=train_ds,
+                test_ds=test_ds,
+            )
+
+        yield info, device, log, train_ds, new_loop
 
 # %% ../nbs/13_train.ipynb #d0137e26
 def run_pretrain(
@@ -525,22 +542,11 @@ def run_pretrain(
     keep_ckpt: bool = False,
 ) -> Path | None:
     "Reconstruction pretraining; writes `out_dir/encoder.pt` (encoder + inversion weights); its path (main process)."
-    with _stage(cfg, out_dir, "pretrain", manifest) as (info, device, log, train_ds):
+    with _stage(cfg, out_dir, "pretrain", manifest, ckpt_dir, live_dir) as (info, device, log, _, new_loop):
         pre = DGSPNetPretrainer(build_model(cfg))
         stage = pretrain_stage(cfg, pre, wrap_model(pre, info, device, cfg.base.channels_last, cfg.base.compile))
         fp = run_fingerprint("pretrain", cfg, manifest)
-        loop = Loop(
-            stage,
-            cfg=cfg,
-            info=info,
-            device=device,
-            log=log,
-            fp=fp,
-            ckpt_dir=Path(ckpt_dir),
-            live_dir=Path(live_dir),
-            train_ds=train_ds,
-        )
-        return train_and_write(loop, lambda: _write_encoder(pre.net, cfg, fp, out_dir, log), keep_ckpt)
+        return train_and_write(new_loop(stage, fp), lambda: _write_encoder(pre.net, cfg, fp, out_dir, log), keep_ckpt)
 
 # %% ../nbs/13_train.ipynb #cd29ca79
 def train_model(cfg: Config, pretrained=None, log=None) -> DGSPNet:
@@ -640,25 +646,15 @@ def run_train(
     keep_ckpt: bool = False,
 ) -> Path | None:
     "Normal training; writes `out_dir/model.pt`. Returns its path (main process)."
-    with _stage(cfg, out_dir, "train", manifest) as (info, device, log, train_ds):
+    with _stage(cfg, out_dir, "train", manifest, ckpt_dir, live_dir) as (info, device, log, train_ds, new_loop):
         test_ds = IRSTDDataset(manifest, "test", train=False) if info.main and cfg.train.eval_every else None
         net = train_model(cfg, pretrained if cfg.train.pretrained else None, log)
         stage = train_stage(cfg, net, wrap_model(net, info, device, cfg.base.channels_last, cfg.base.compile), train_ds)
         pre_hash = weights_hash(net.encoder_state_dict()) if cfg.train.pretrained else "none"  # before any step
         fp = run_fingerprint("train", cfg, manifest, pre_hash)
-        loop = Loop(
-            stage,
-            cfg=cfg,
-            info=info,
-            device=device,
-            log=log,
-            fp=fp,
-            ckpt_dir=Path(ckpt_dir),
-            live_dir=Path(live_dir),
-            train_ds=train_ds,
-            test_ds=test_ds,
+        return train_and_write(
+            new_loop(stage, fp, test_ds), lambda: _write_model(net, cfg, fp, manifest, out_dir, log), keep_ckpt
         )
-        return train_and_write(loop, lambda: _write_model(net, cfg, fp, manifest, out_dir, log), keep_ckpt)
 
 # %% ../nbs/13_train.ipynb #1dac5ce1
 def run_stage(
