@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm import tqdm
 from .config import UserError
 from .data import normalize
@@ -14,8 +16,9 @@ from .model import DGSPNet, pad_to_multiple
 from .metrics import SegmentationMetrics
 
 # %% auto #0
-__all__ = ['NORMALIZATIONS', 'to_channels_last', 'is_channels_last', 'predict_normalized', 'predict_image', 'tile_starts',
-           'predict_tiled', 'scenes_of', 'predict_split', 'test_metrics', 'normalization_stats', 'overlay']
+__all__ = ['INFERENCE_PRECISIONS', 'NORMALIZATIONS', 'to_channels_last', 'is_channels_last', 'predict_normalized',
+           'predict_image', 'fold_batchnorm', 'prepare_for_inference', 'tile_starts', 'predict_tiled', 'scenes_of',
+           'predict_split', 'test_metrics', 'normalization_stats', 'overlay']
 
 # %% ../nbs/11b_inference.ipynb #afc39eea
 def to_channels_last(net: torch.nn.Module) -> torch.nn.Module:
@@ -58,6 +61,36 @@ def predict_image(
         return net.predict_image(img)  # its graph holds stats and scene
     x = torch.from_numpy(np.ascontiguousarray(normalize(img, stats)))[None, None]
     return predict_normalized(net, x, None if not scene else [scene], bf16)[0, 0].cpu().numpy()
+
+# %% ../nbs/11b_inference.ipynb #400fa6d5
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    "The net in eval mode with each conv that a BatchNorm2d follows in a Sequential folded with it (in place)."
+    net.eval()
+    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and type(bn) is nn.BatchNorm2d:
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
+                seq._modules[b] = nn.Identity()
+    return net
+
+# %% ../nbs/11b_inference.ipynb #98cad834
+INFERENCE_PRECISIONS = ("fp32", "bf16")  # bf16: the text tower's layers in bfloat16, the rest float32
+
+
+def prepare_for_inference(
+    net: nn.Module,  # a loaded model, changed in place; never save it afterwards (see `fold_batchnorm`)
+    precision: str = "fp32",  # one of INFERENCE_PRECISIONS
+) -> nn.Module:
+    "The net in eval mode, BatchNorm folded, text layers in `precision`, weights channels_last (in place)."
+    if precision not in INFERENCE_PRECISIONS:
+        raise UserError(f"--precision {precision!r}: use fp32 (the default) or bf16 (the text tower in bfloat16)")
+    fold_batchnorm(net)
+    text = getattr(net, "text_encoder", None)
+    if precision == "bf16" and text is not None:
+        text.layers_to(torch.bfloat16)
+    return to_channels_last(net)
 
 # %% ../nbs/11b_inference.ipynb #0b004dfa
 def tile_starts(
