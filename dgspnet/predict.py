@@ -358,20 +358,8 @@ def run_predict(
     try:
         if len(paths) < 2:
             raise PredictError("give the frames (folders or files) and then the output folder")
-        res = predict_frames(
-            checkpoint,
-            paths[:-1],
-            paths[-1],
-            threshold,
-            device,
-            tile,
-            overlap,
-            intensity,
-            debug=debug,
-            runtime=runtime,
-            save_prob=save_prob,
-            precision=precision,
-        )
+        opts = dict(debug=debug, runtime=runtime, save_prob=save_prob, precision=precision)
+        res = predict_frames(checkpoint, paths[:-1], paths[-1], threshold, device, tile, overlap, intensity, **opts)
     except (PredictError, CheckpointError, ClipWeightsMissing) as e:
         if debug:
             raise
