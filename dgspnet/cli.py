@@ -14,7 +14,7 @@ from fastcore.script import call_parse, Param
 from .config import UserError
 
 # %% auto #0
-__all__ = ['OS_ERRORS', 'NO_MANIFEST', 'user_message', 'user_errors', 'need_file', 'prepare_cli', 'synthetic_cli', 'pretrain_cli', 'train_cli', 'evaluate_cli', 'score_cli', 'predict_cli', 'export_cli', 'export_cli']
+__all__ = ['OS_ERRORS', 'NO_MANIFEST', 'user_message', 'user_errors', 'need_file', 'prepare_cli', 'synthetic_cli', 'pretrain_cli', 'train_cli', 'evaluate_cli', 'score_cli', 'predict_cli', 'export_cli']
 
 # %% ../nbs/00b_cli.ipynb #617256d7
 OS_ERRORS = {  # errno -> what it means for the path and what to do
@@ -272,29 +272,6 @@ def predict_cli(
             precision,
         )
     sys.exit(status)
-
-# %% ../nbs/17_export.ipynb #d9eaaaf3
-@call_parse
-def export_cli(
-    checkpoint: str,  # model.pt from the train stage (outputs/train/model.pt)
-    out: str,  # the .onnx file to write
-    scene: str = "",  # the prompt's scene word ("": the template's)
-    opset: int = 17,  # ONNX opset
-    debug: bool = False,  # show tracebacks
-):
-    "Write a trained DGSPNet as one ONNX graph (image in [0,1] -> probability map, any height and width)."
-    with user_errors("dgspnet_export", debug, [Path(out).parent]):
-        need_file(checkpoint, "checkpoint", "train a model first (dgspnet_train writes outputs/train/model.pt)")
-        from dgspnet.export import export_checkpoint
-        from dgspnet.config import RANDOM_TEXT_WARNING
-
-        res = export_checkpoint(checkpoint, out, scene, opset)
-        print(
-            f"{res['path']}: opset {opset}, input image [1,1,H,W] in [0,1], output probability [1,1,H,W]; "
-            f"onnxruntime vs PyTorch on {res['sizes']}: max |diff| {res['max_abs_diff']:.2e}"
-        )
-        if res["text_tower_random"]:
-            print(RANDOM_TEXT_WARNING, file=sys.stderr)
 
 # %% ../nbs/17_export.ipynb #d9eaaaf3
 @call_parse
