@@ -170,6 +170,7 @@ def evaluate_cli(
     params: str = None,  # params file for evaluate, base.device, base.threads (default: the checkpoint's, cpu)
     device: str = None,  # torch device (default: base.device of --params, else cpu)
     normalization: str = "model",  # image statistics: model (the checkpoint's) or dataset (--manifest's)
+    precision: str = "fp32",  # fp32, or bf16: the frozen CLIP text tower's 12 layers in bfloat16 (the rest fp32)
     debug: bool = False,  # show the traceback of an error instead of one line
 ):
     "Score a checkpoint on a test split; the report notebook shows what it writes."
@@ -183,9 +184,10 @@ def evaluate_cli(
 
         name = device or (cfg.base.device if cfg else "cpu")
         pick_device(name, "--device" if device else f"{params}: base.device")  # a wrong device before any work
-        from dgspnet.inference import normalization_stats
+        from dgspnet.inference import check_precision, normalization_stats
 
         normalization_stats(normalization, {}, {})  # a wrong rule before any work
+        check_precision(precision)
         from dgspnet.evaluate import evaluate
 
         m = evaluate(
@@ -196,6 +198,7 @@ def evaluate_cli(
             device=name,
             threads=cfg.base.threads if cfg else None,
             normalization=normalization,
+            precision=precision,
         )
     if m["text_tower_random"]:
         print(RANDOM_TEXT_WARNING)
@@ -240,6 +243,7 @@ def predict_cli(
     intensity: str = "auto",  # how frame values map to [0, 1]: auto, 8, 10, 12, 14, 16, unit or minmax
     runtime: str = "torch",  # torch (CHECKPOINT: model.pt) or onnx (CHECKPOINT: a model.onnx from dgspnet_export)
     save_prob: str = "png",  # probability maps: png (8-bit, to look at) or npy (float32, exact, for dgspnet_score)
+    precision: str = "fp32",  # fp32, or bf16: the frozen CLIP text tower's 12 layers in bfloat16 (torch runtime)
     debug: bool = False,  # show tracebacks
 ):
     "Run a trained DGSPNet on your frames; exit 1 if some frames failed (the others are done), 2 if it cannot start."
@@ -248,10 +252,24 @@ def predict_cli(
 
         pick_device(device, "--device")  # wrong settings are one line before any work
         set_threads(threads, "--threads")
+        from dgspnet.inference import check_precision
+
+        check_precision(precision)
         from dgspnet.predict import run_predict
 
         status = run_predict(
-            checkpoint, paths, threshold, device, tile, overlap, threads, debug, intensity, runtime, save_prob
+            checkpoint,
+            paths,
+            threshold,
+            device,
+            tile,
+            overlap,
+            threads,
+            debug,
+            intensity,
+            runtime,
+            save_prob,
+            precision,
         )
     sys.exit(status)
 

@@ -21,7 +21,8 @@ from .data import IRSTDDataset
 from .metrics import SegmentationMetrics, pd_fa_curve, plot_pd_fa_curve
 from .model import pad_to_multiple
 from .checkpoint import load_trained
-from .inference import normalization_stats, overlay, predict_split, scenes_of, to_channels_last
+from .inference import inference_precision, normalization_stats, overlay, predict_split, prepare_for_inference
+from .inference import scenes_of
 from .tokens import plot_token_words, token_words
 
 # %% auto #0
@@ -572,6 +573,7 @@ def evaluate(
     threads: int | None = None,
     progress: bool = True,  # a line on stderr every tenth of the test split
     normalization: str = "model",  # the checkpoint's training statistics, or "dataset": the manifest's
+    precision: str = "fp32",  # or "bf16": the text tower's layers in bfloat16 (`prepare_for_inference`)
 ) -> dict:
     "Score `checkpoint` on the test split of `manifest`; write metrics, details, CSVs and figures; return the metrics."
     out = Path(out_dir)
@@ -580,13 +582,13 @@ def evaluate(
         set_threads(threads)
     device = pick_device(device)
     trained = load_trained(checkpoint, device)
-    net, ev = to_channels_last(trained.net), settings or trained.config.evaluate
+    net, ev = prepare_for_inference(trained.net, precision), settings or trained.config.evaluate
     ds = IRSTDDataset(manifest, "test", train=False)
     ds.stats = normalization_stats(normalization, trained.stats, ds.stats)
     met, records = _score_split(net, ds, ev.threshold, progress)
     dataset = dataset_name(manifest)
     metrics = _write_metrics(out, met, trained, dataset)
-    details = _details(ev, normalization, ds.stats, records, met, trained)
+    details = dict(_details(ev, normalization, ds.stats, records, met, trained), precision=inference_precision(net))
     (out / "details.json").write_text(json.dumps(details, indent=2) + "\n")
     curve = _write_curve(out, records, ev.curve_points)
     write_csv(out / "per_image.csv", ["name", "IoU_pct"], ((r["name"], 100 * r["iou"]) for r in records))

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm import tqdm
 from .config import UserError
 from .data import normalize
@@ -14,8 +16,10 @@ from .model import DGSPNet, pad_to_multiple
 from .metrics import SegmentationMetrics
 
 # %% auto #0
-__all__ = ['NORMALIZATIONS', 'to_channels_last', 'is_channels_last', 'predict_normalized', 'predict_image', 'tile_starts',
-           'predict_tiled', 'scenes_of', 'predict_split', 'test_metrics', 'normalization_stats', 'overlay']
+__all__ = ['INFERENCE_PRECISIONS', 'NORMALIZATIONS', 'to_channels_last', 'is_channels_last', 'predict_normalized',
+           'predict_image', 'fold_batchnorm', 'check_precision', 'inference_precision', 'prepare_for_inference',
+           'tile_starts', 'predict_tiled', 'scenes_of', 'predict_split', 'test_metrics', 'normalization_stats',
+           'overlay']
 
 # %% ../nbs/11b_inference.ipynb #afc39eea
 def to_channels_last(net: torch.nn.Module) -> torch.nn.Module:
@@ -34,14 +38,12 @@ def predict_normalized(
     net: DGSPNet,  # eval mode
     x: torch.Tensor,  # [B,1,H,W] normalized images, any H, W
     scenes: Sequence[str] | None = None,  # per-image scene words (None: the template's)
-    bf16: bool = False,  # run the network under bfloat16 autocast (see below)
 ) -> torch.Tensor:
     "Probabilities [B,1,H,W] (float32): pad to a multiple of 32, forward (in the net's layout), sigmoid, crop back."
     h, w = x.shape[-2:]
     dev = next(net.parameters()).device
     fmt = torch.channels_last if is_channels_last(net) else torch.contiguous_format
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = net(pad_to_multiple(x.to(dev)).contiguous(memory_format=fmt), scenes=scenes)
+    logits = net(pad_to_multiple(x.to(dev)).contiguous(memory_format=fmt), scenes=scenes)
     return torch.sigmoid(logits.float())[..., :h, :w]
 
 # %% ../nbs/11b_inference.ipynb #8dd72530
@@ -51,13 +53,53 @@ def predict_image(
     img: np.ndarray,  # (H,W) intensities in [0,1] (`dgspnet.data.read_image`)
     stats: dict,  # dict(mean, std) of the training split
     scene: str | None = None,  # the image's scene word, if the model was trained with scenes
-    bf16: bool = False,  # bfloat16 autocast (PyTorch nets only)
 ) -> np.ndarray:
     "Probability map (H,W) of one image; `net` may also be an exported model (`dgspnet.export.OnnxNet`)."
     if not isinstance(net, torch.nn.Module):
         return net.predict_image(img)  # its graph holds stats and scene
     x = torch.from_numpy(np.ascontiguousarray(normalize(img, stats)))[None, None]
-    return predict_normalized(net, x, None if not scene else [scene], bf16)[0, 0].cpu().numpy()
+    return predict_normalized(net, x, None if not scene else [scene])[0, 0].cpu().numpy()
+
+# %% ../nbs/11b_inference.ipynb #400fa6d5
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    "The net in eval mode with each conv that a BatchNorm2d follows in a Sequential folded with it (in place)."
+    net.eval()
+    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and type(bn) is nn.BatchNorm2d:
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
+                seq._modules[b] = nn.Identity()
+    return net
+
+# %% ../nbs/11b_inference.ipynb #87614346
+INFERENCE_PRECISIONS = ("fp32", "bf16")  # bf16: the text tower's layers in bfloat16, the rest float32
+
+
+def check_precision(precision: str) -> str:
+    "`precision` if it is one of INFERENCE_PRECISIONS, else a `UserError` naming `--precision`."
+    if precision not in INFERENCE_PRECISIONS:
+        raise UserError(f"--precision {precision!r}: use fp32 (the default) or bf16 (the text tower in bfloat16)")
+    return precision
+
+
+def inference_precision(net) -> str:
+    "bf16 when the net's text tower computes in bfloat16, else fp32 (also for a net without one, or an ONNX one)."
+    text = getattr(net, "text_encoder", None)
+    return "bf16" if text is not None and text.layer_dtype == torch.bfloat16 else "fp32"
+
+# %% ../nbs/11b_inference.ipynb #98cad834
+def prepare_for_inference(
+    net: nn.Module,  # a loaded model, changed in place; never save it afterwards (see `fold_batchnorm`)
+    precision: str = "fp32",  # one of INFERENCE_PRECISIONS
+) -> nn.Module:
+    "The net in eval mode, BatchNorm folded, text layers in `precision`, weights channels_last (in place)."
+    fold_batchnorm(net)
+    text = getattr(net, "text_encoder", None)
+    if check_precision(precision) == "bf16" and text is not None:
+        text.layers_to(torch.bfloat16)
+    return to_channels_last(net)
 
 # %% ../nbs/11b_inference.ipynb #0b004dfa
 def tile_starts(
@@ -112,7 +154,6 @@ def predict_split(
     net: DGSPNet,  # eval mode is set here
     ds,  # a test-mode `IRSTDDataset`
     progress: bool = False,  # tqdm bar over the images
-    bf16: bool = False,  # bfloat16 autocast
 ):
     "Yield (item, prob (h,w) numpy) over the dataset, each cropped to its image's size."
     net.eval()
@@ -120,7 +161,7 @@ def predict_split(
         item = ds[i]
         h, w = (int(v) for v in item["size"])
         x = item["image"][None, :, :h, :w]
-        yield item, predict_normalized(net, x, scenes_of({"scene": [item.get("scene", "")]}), bf16)[0, 0].cpu().numpy()
+        yield item, predict_normalized(net, x, scenes_of({"scene": [item.get("scene", "")]}))[0, 0].cpu().numpy()
 
 
 def test_metrics(net: DGSPNet, ds, threshold: float = 0.5) -> dict:

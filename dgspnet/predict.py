@@ -18,7 +18,7 @@ from .config import UserError
 from .data import check_intensity, read_frame
 from .text import ClipWeightsMissing
 from .checkpoint import CheckpointError, Trained, load_trained
-from .inference import overlay, predict_tiled, to_channels_last
+from .inference import check_precision, inference_precision, overlay, predict_tiled, prepare_for_inference
 from .evaluate import write_csv
 
 # %% auto #0
@@ -172,15 +172,18 @@ def load_for_predict(
     model,  # model.pt (runtime "torch") or model.onnx (runtime "onnx")
     runtime: str = "torch",
     device="cpu",
+    precision: str = "fp32",  # PyTorch only: "bf16" runs the text tower's layers in bfloat16
 ) -> Trained:
-    "The model to predict with: PyTorch in channels_last, or the ONNX graph run by onnxruntime (CPU)."
+    "The model to predict with: PyTorch prepared for inference, or the ONNX graph run by onnxruntime (CPU)."
     if runtime not in RUNTIMES:
         raise PredictError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if check_precision(precision) != "fp32" and runtime == "onnx":
+        raise PredictError(f"--precision {precision} applies to --runtime torch only; the ONNX graph computes in fp32")
     if runtime == "torch":
         if str(model).endswith(".onnx"):
             raise PredictError(f"{model}: an ONNX file; add --runtime onnx")
         trained = load_trained(model, pick_device(device))
-        to_channels_last(trained.net)
+        prepare_for_inference(trained.net, precision)
         return trained
     from dgspnet.export import load_onnx
 
@@ -229,7 +232,7 @@ def save_frame(files: list, img: np.ndarray, prob: np.ndarray, threshold: float,
         f.unlink(missing_ok=True)
 
 # %% ../nbs/15_predict.ipynb #a706afcb
-FRAME_FIELDS = ("frame", "status", "targets", "intensity", "warning", "outputs", "error")
+FRAME_FIELDS = ("frame", "status", "targets", "intensity", "precision", "warning", "outputs", "error")
 
 
 def failed_row(p: Path, e: Exception, files: list, debug: bool = False) -> dict:
@@ -240,10 +243,12 @@ def failed_row(p: Path, e: Exception, files: list, debug: bool = False) -> dict:
         traceback.print_exc()
     for f in files + other_prob_files(files):
         f.unlink(missing_ok=True)
-    return dict(frame=str(p), status="failed", targets="", intensity="", warning="", outputs="", error=msg)
+    return dict(
+        frame=str(p), status="failed", targets="", intensity="", precision="", warning="", outputs="", error=msg
+    )
 
 # %% ../nbs/15_predict.ipynb #c1293390
-def ok_row(p: Path, dets: list, rule, files: list) -> dict:
+def ok_row(p: Path, dets: list, rule, files: list, precision: str = "fp32") -> dict:
     "The `frames.csv` row of frame `p`, predicted with `dets` after the intensity rule `rule`; its warning printed."
     if rule.warning:
         tqdm.write(f"WARNING {p}: {rule.warning} ({rule.note})", file=sys.stderr)
@@ -253,6 +258,7 @@ def ok_row(p: Path, dets: list, rule, files: list) -> dict:
         status="ok",
         targets=len(dets),
         intensity=rule.note,
+        precision=precision,
         warning=rule.warning,
         outputs=outputs,
         error="",
@@ -280,7 +286,7 @@ def predict_one(
         save_frame(files, img, prob, threshold, d)
     except Exception as e:
         return failed_row(p, e, files, debug), []
-    return ok_row(p, d, rule, files), d
+    return ok_row(p, d, rule, files, inference_precision(trained.net)), d
 
 # %% ../nbs/15_predict.ipynb #4d0cec63
 def predict_frames(
@@ -296,13 +302,14 @@ def predict_frames(
     debug: bool = False,  # print each failed frame's traceback
     runtime: str = "torch",  # "torch" (model.pt) or "onnx" (a model.onnx from dgspnet_export)
     save_prob: str = "png",  # probability maps as "png" (8-bit) or "npy" (float32, exact)
+    precision: str = "fp32",  # "fp32" or "bf16" (the text tower in bfloat16; when `model` is a path)
 ) -> dict:
     "Predict every frame -> dict: frames, detections (the csv rows), failed, warnings ({frame: message})."
     inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     frames = collect_frames(inputs)
     out = check_out_dir(out_dir, inputs, frames)
     intensity = check_settings(tile, overlap, intensity, save_prob)
-    trained = model if isinstance(model, Trained) else load_for_predict(model, runtime, device)
+    trained = model if isinstance(model, Trained) else load_for_predict(model, runtime, device, precision)
     threshold = trained.threshold if threshold is None else threshold
     if not 0 <= threshold < 1:
         raise PredictError(f"--threshold must be in [0, 1), got {threshold}")
@@ -344,25 +351,15 @@ def run_predict(
     intensity="auto",
     runtime="torch",
     save_prob="png",
+    precision="fp32",
 ) -> int:
     "The command line's work; returns its exit status (0 all done, 1 some frames failed, 2 could not start)."
     set_threads(threads)
     try:
         if len(paths) < 2:
             raise PredictError("give the frames (folders or files) and then the output folder")
-        res = predict_frames(
-            checkpoint,
-            paths[:-1],
-            paths[-1],
-            threshold,
-            device,
-            tile,
-            overlap,
-            intensity,
-            debug=debug,
-            runtime=runtime,
-            save_prob=save_prob,
-        )
+        opts = dict(debug=debug, runtime=runtime, save_prob=save_prob, precision=precision)
+        res = predict_frames(checkpoint, paths[:-1], paths[-1], threshold, device, tile, overlap, intensity, **opts)
     except (PredictError, CheckpointError, ClipWeightsMissing) as e:
         if debug:
             raise

@@ -223,6 +223,19 @@ def clear_cache(self: TextEncoder):
 def extra_repr(self: TextEncoder) -> str:
     return f"{self.model_name}, weights={self.source}, frozen"
 
+# %% ../nbs/06_text.ipynb #a05f8b21
+@patch(as_prop=True)
+def layer_dtype(self: TextEncoder) -> torch.dtype:
+    "The dtype the 12 layers compute in: their weights' (float32, or bfloat16 after `layers_to`)."
+    return self.transformer.resblocks[0].attn.in_proj_weight.dtype
+
+
+@patch
+def layers_to(self: TextEncoder, dtype: torch.dtype) -> TextEncoder:
+    "The encoder with its layers' weights converted to `dtype` (in place); embeddings, ln_final, projection stay."
+    self.transformer.to(dtype)
+    return self
+
 # %% ../nbs/06_text.ipynb #5b09b55d
 @patch
 def tokenize(
@@ -247,7 +260,8 @@ def encode(
         x = x.scatter(1, fine_positions[..., None].expand(-1, -1, x.shape[-1]), fine.to(x.dtype))
     L = tokens.shape[1]
     x = x + self.positional_embedding[:L].to(x.dtype)
-    x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask[:L, :L]))
+    x = self.transformer(x.to(self.layer_dtype), attn_mask=self.attn_mask[:L, :L].to(self.layer_dtype))
+    x = self.ln_final(x.to(self.positional_embedding.dtype))
     mask = torch.arange(L, device=x.device) <= eot_idx[:, None]
     eot = x[torch.arange(x.shape[0], device=x.device), eot_idx]
     p = self.text_projection
@@ -294,7 +308,7 @@ def _check(self: TextEncoder, tokens, fine, fine_positions):
 @patch
 def _encode_cached(self: TextEncoder, tokens, eot_idx, L):
     "`encode` for prompts without fine tokens, computing each distinct prompt once."
-    where = (str(tokens.device), self.positional_embedding.dtype, torch.is_autocast_enabled(tokens.device.type))
+    where = (str(tokens.device), self.layer_dtype, torch.is_autocast_enabled(tokens.device.type))
     keys = [(tuple(row[: e + 1]), where) for row, e in zip(tokens.tolist(), eot_idx.tolist())]
     todo = [i for i, k in enumerate(keys) if k not in self._cache and keys.index(k) == i]
     if todo:
@@ -342,12 +356,12 @@ def _prefix_state(
 ):
     "Per-layer keys/values [1, heads, P, head_dim] and the `ln_final` output [P, width] of a prompt prefix."
     x = enc.token_embedding(prefix[None])
-    x = x + enc.positional_embedding[: len(prefix)].to(x.dtype)
+    x = (x + enc.positional_embedding[: len(prefix)].to(x.dtype)).to(enc.layer_dtype)
     kvs = []
     for block in enc.transformer.resblocks:
         x, kv = _block_step(block, x, None, enc.attn_mask[: len(prefix), : len(prefix)])
         kvs.append(kv)
-    return kvs, enc.ln_final(x)[0]
+    return kvs, enc.ln_final(x.to(enc.positional_embedding.dtype))[0]
 
 # %% ../nbs/06_text.ipynb #04a3f058
 @patch
@@ -381,7 +395,7 @@ def encode_prefixed(
     key = (
         tuple(tokens[0, :P].tolist()),
         str(tokens.device),
-        self.positional_embedding.dtype,
+        self.layer_dtype,
         torch.is_autocast_enabled(tokens.device.type),
     )
     if key not in self._prefix_cache:
@@ -393,11 +407,12 @@ def encode_prefixed(
     B, L = tokens.shape
     x = self.token_embedding(tokens[:, P:])
     x = x.scatter(1, (fine_positions - P)[..., None].expand(-1, -1, x.shape[-1]), fine.to(x.dtype))
-    x = x + self.positional_embedding[P:L].to(x.dtype)
+    x = (x + self.positional_embedding[P:L].to(x.dtype)).to(self.layer_dtype)
     mask = self.attn_mask[P:L, :L]
     for block, kv in zip(self.transformer.resblocks, kvs):
         x, _ = _block_step(block, x, kv, mask)
-    x = torch.cat([prefix_seq.to(x.dtype).expand(B, -1, -1), self.ln_final(x)], 1)
+    x = self.ln_final(x.to(self.positional_embedding.dtype))
+    x = torch.cat([prefix_seq.to(x.dtype).expand(B, -1, -1), x], 1)
     valid = torch.arange(L, device=x.device) <= eot_idx[:, None]
     eot = x[torch.arange(B, device=x.device), eot_idx]
     p = self.text_projection

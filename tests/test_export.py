@@ -78,6 +78,8 @@ def test_user_mistakes_are_one_line(exported, tmp_path, monkeypatch, capsys):
         (predict_cli, "dgspnet_predict", [tmp_path/"none.onnx", frames, tmp_path/"o4", "--runtime", "onnx"],
          "no such ONNX file"),
         (export_cli, "dgspnet_export", [tmp_path/"none.pt", tmp_path/"m.onnx"], "no such file"),
+        (predict_cli, "dgspnet_predict", [exported/"model.onnx", frames, tmp_path/"o6", "--runtime", "onnx",
+                                          "--precision", "bf16"], "--precision bf16 applies to --runtime torch only"),
     ]
     for cli, prog, argv, says in cases:
         code, out, err = run_cli(cli, prog, argv, monkeypatch, capsys)

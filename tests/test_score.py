@@ -206,7 +206,7 @@ def test_evaluate_equals_score_of_predict_npy(tmp_path, monkeypatch, capsys):
     from dgspnet.config import EvaluateCfg, config_from_dict
     from dgspnet.data import load_manifest
     from dgspnet.evaluate import evaluate
-    from dgspnet.inference import predict_split, to_channels_last
+    from dgspnet.inference import predict_split, prepare_for_inference
     from dgspnet.losses import SegmentationLoss
     from dgspnet.score import image_counts
     make_synthetic_dataset(tmp_path/"ds", n_train=8, n_test=4, size=64, seed=5)
@@ -227,7 +227,7 @@ def test_evaluate_equals_score_of_predict_npy(tmp_path, monkeypatch, capsys):
     save_trained(net.eval(), cfg, load_manifest(manifest)["stats"], tmp_path/"model.pt")
     test = IRSTDDataset(manifest, "test", train=False)
     probs, gts = {}, {}
-    for item, p in predict_split(to_channels_last(load_trained(tmp_path/"model.pt").net), test):  # as evaluate runs
+    for item, p in predict_split(prepare_for_inference(load_trained(tmp_path/"model.pt").net), test):  # as evaluate runs
         probs[item["name"]], gts[item["name"]] = p, item["mask"][0, :p.shape[0], :p.shape[1]].numpy() > 0.5
     # a cut between the brightest pixels (this briefly trained model's probabilities are low): some targets found,
     # some false alarms; any cut, not only 0.5, gives the same answer both ways
