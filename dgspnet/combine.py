@@ -47,10 +47,12 @@ def sample_files(src: Source) -> dict:
 
 # %% ../nbs/01b_combine.ipynb #c224334d
 def check_names(sources: list, files: list, name: str):
-    "`DatasetError` for a sample name in two sources (both files named), or two sources named alike or like `name`."
+    "`DatasetError` for a name in two sources (both files named), a source given twice, or named alike or like `name`."
     by_name = {}
     for src in sources:
         root = src.folder.root
+        if by_name.get(src.name) == root:
+            raise DatasetError(f"{root}: given twice; name each source once")
         if src.name in by_name:
             raise DatasetError(
                 f"{by_name[src.name]} and {root}: two sources named {src.name} (a source is named by its folder); "

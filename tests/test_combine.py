@@ -164,7 +164,7 @@ def test_cli(three, tmp_path):
     r = subprocess.run([str(BIN / "dgspnet_combine"), str(srcs[0]), str(srcs[0]), "--out", str(tmp_path / "S4")],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.startswith(f"dgspnet_combine: error: {srcs[0]} and {srcs[0]}: two sources named NUAA-LIKE")
+    assert r.stderr == f"dgspnet_combine: error: {srcs[0]}: given twice; name each source once\n"
 
 
 def test_evaluate_per_source_equals_each_source(three, tmp_path):
@@ -196,6 +196,12 @@ def test_evaluate_per_source_equals_each_source(three, tmp_path):
             assert {k: m["by_source"][p.name][k] for k in keys} == {k: own[k] for k in keys}, (kind, p.name)
             assert m["by_source"][p.name]["n_images"] == 3
         seen[kind] = m
+    # the combined folder with one source's test list (data.splits: [train_SIRST3, test_V1-LIKE]): a single dataset
+    one = prepare_dataset(tmp_path / "S3", tmp_path / "prep_one", split_stems=("train_SIRST3", "test_V1-LIKE"))
+    m = evaluate(tmp_path / "all.pt", one, tmp_path / "ev_one", progress=False)
+    assert "by_source" not in m and {k: m[k] for k in keys} == {k: seen["all"]["by_source"]["V1-LIKE"][k] for k in keys}
+    with open(tmp_path / "ev_one" / "per_image.csv", newline="") as f:
+        assert next(csv.reader(f)) == ["name", "IoU_pct"]
     assert len({seen["spread"]["by_source"][p.name]["Fa_1e-6"] for p in srcs}) == 3  # the sources differ:
     assert len({seen["all"]["by_source"][p.name]["IoU_pct"] for p in srcs}) == 3  # a check that can fail
     assert len({seen["all"]["by_source"][p.name]["nIoU_pct"] for p in srcs}) == 3
