@@ -105,7 +105,7 @@ def prepare_cli(
     print(f"validated {n} samples ({len(man['train']) + len(man['test'])} usable, {len(man['skipped'])} skipped)")
     print(prepare_summary(man, path))
 
-# %% ../nbs/01b_combine.ipynb #32c6c2f0
+# %% ../nbs/01b_combine.ipynb #d82dd292
 @call_parse
 def combine_cli(
     sources: Param("dataset folders to combine, any layout; each is named by its folder", str, nargs="+"),

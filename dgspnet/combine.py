@@ -11,9 +11,9 @@ from .data import SPLITS, DatasetError, DatasetFolder, find_folder, parse_split_
 from .data import resolve_layout
 
 # %% auto #0
-__all__ = ['WRITTEN', 'Source', 'open_source', 'sample_files', 'check_names', 'check_places', 'foreign_files', 'place',
-           'place_samples', 'write_lists', 'write_scenes', 'check_combined', 'plan', 'combine_datasets',
-           'combine_summary']
+__all__ = ['WRITTEN', 'Source', 'open_source', 'sample_files', 'check_source_names', 'check_sample_names', 'check_places',
+           'earlier_combination', 'foreign_files', 'place', 'place_samples', 'write_lists', 'write_scenes',
+           'check_combined', 'plan', 'combine_datasets', 'combine_summary']
 
 # %% ../nbs/01b_combine.ipynb #5ee84322
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ def sample_files(src: Source) -> dict:
     return files
 
 # %% ../nbs/01b_combine.ipynb #c224334d
-def check_names(sources: list, files: list, name: str):
-    "`DatasetError` for a name in two sources (both files named), a source given twice, or named alike or like `name`."
+def check_source_names(sources: list, name: str):
+    "`DatasetError` for a source given twice, two sources named alike, or a source named like the combination `name`."
     by_name = {}
     for src in sources:
         root = src.folder.root
@@ -61,6 +61,10 @@ def check_names(sources: list, files: list, name: str):
         if src.name == name:
             raise DatasetError(f"{root}: a source named like the combination ({name}); choose another name for it")
         by_name[src.name] = root
+
+# %% ../nbs/01b_combine.ipynb #92c80219
+def check_sample_names(files: list):
+    "`DatasetError` naming both files of each sample name that two sources share (`files`: `sample_files` of each)."
     first, clashes = {}, []
     for f in files:
         for n, (img, _) in f.items():
@@ -70,7 +74,7 @@ def check_names(sources: list, files: list, name: str):
     if clashes:
         raise DatasetError(f"{len(clashes)} sample name(s) in two sources: {_few(clashes)}", clashes)
 
-# %% ../nbs/01b_combine.ipynb #d8294268
+# %% ../nbs/01b_combine.ipynb #75ce129e
 WRITTEN = ("images", "masks", "img_idx", "sources.csv", "sources.json", "scenes.csv")  # what a combination writes
 
 
@@ -89,7 +93,17 @@ def check_places(out: Path, sources: list):
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a folder; choose another output folder")
 
-# %% ../nbs/01b_combine.ipynb #75ce129e
+# %% ../nbs/01b_combine.ipynb #619e45bc
+def earlier_combination(out: Path, sources: list) -> dict | None:
+    "The `sources.json` of `out` when it records the same `sources` (any order); None when it does not."
+    try:
+        old = json.loads((out / "sources.json").read_text())
+        same = {s["root"] for s in old["sources"].values()} == {str(s.folder.root) for s in sources}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return old if same else None
+
+# %% ../nbs/01b_combine.ipynb #dc489218
 def _stem(p: Path) -> str:
     return p.with_suffix("").as_posix()
 
@@ -97,14 +111,9 @@ def _stem(p: Path) -> str:
 def foreign_files(out: Path, sources: list) -> list:
     "The entries of `out` an earlier combination of the same `sources` did not write (all of them when none did)."
     entries = sorted(out.iterdir()) if out.is_dir() else []
-    try:
-        old = json.loads((out / "sources.json").read_text())
-        names = set(read_sources(out / "sources.csv")) | {n for s in sources for k in SPLITS for n in s.splits[k]}
-        same = {s["root"] for s in old["sources"].values()} == {str(s.folder.root) for s in sources}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        same = False
-    if not same:
+    if (old := earlier_combination(out, sources)) is None:
         return entries
+    names = set(read_sources(out / "sources.csv")) | {n for s in sources for k in SPLITS for n in s.splits[k]}
     lists = {f"{s}_{old['name']}.txt" for s in SPLITS} | {f"test_{n}.txt" for n in old["sources"]}
     bad = [p for p in entries if p.name not in WRITTEN]
     for d in ("images", "masks", "img_idx"):
@@ -114,7 +123,7 @@ def foreign_files(out: Path, sources: list) -> list:
             bad += [p for p in paths if not ok(p)]
     return bad
 
-# %% ../nbs/01b_combine.ipynb #4d2bc4cf
+# %% ../nbs/01b_combine.ipynb #9363c1f2
 def place(src: Path, dst: Path, copy: bool = False):
     "Make `dst` a symlink to the absolute path of `src`, or with `copy` a copy of its bytes; parent folders made."
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -123,14 +132,14 @@ def place(src: Path, dst: Path, copy: bool = False):
     else:
         os.symlink(os.path.abspath(src), dst)
 
-# %% ../nbs/01b_combine.ipynb #b3d6c17b
+# %% ../nbs/01b_combine.ipynb #30a0f8c7
 def place_samples(out: Path, files: dict, copy: bool = False):
     "Write `out/images/<name><ext>` and `out/masks/<name><ext>` for each name -> (image, mask) of `files`."
     for n, (img, msk) in files.items():
         place(img, out / "images" / f"{n}{img.suffix}", copy)
         place(msk, out / "masks" / f"{n}{msk.suffix}", copy)
 
-# %% ../nbs/01b_combine.ipynb #3aa2cb89
+# %% ../nbs/01b_combine.ipynb #92f4870d
 def _lines(names) -> str:
     return "".join(f"{n}\n" for n in names)
 
@@ -147,7 +156,7 @@ def write_lists(out: Path, sources: list, name: str):
     with open(out / "sources.csv", "w", newline="") as f:
         csv.writer(f).writerows([("name", "source"), *rows.items()])
 
-# %% ../nbs/01b_combine.ipynb #e59ca879
+# %% ../nbs/01b_combine.ipynb #b90add92
 def write_scenes(out: Path, sources: list):
     "Write `out/scenes.csv`: the scene word of each sample whose source's `scenes.csv` has one (no file when none)."
     rows = []
@@ -158,7 +167,7 @@ def write_scenes(out: Path, sources: list):
         with open(out / "scenes.csv", "w", newline="") as f:
             csv.writer(f).writerows([("name", "scene"), *dict(rows).items()])
 
-# %% ../nbs/01b_combine.ipynb #09241409
+# %% ../nbs/01b_combine.ipynb #f59853d8
 def check_combined(out: Path, sources: list, name: str):
     "`DatasetError` unless `out` reads as the combination of `sources` under `name` (lists, counts, files)."
     folder = resolve_layout(out)
@@ -177,7 +186,7 @@ def check_combined(out: Path, sources: list, name: str):
     if problems:
         raise DatasetError(f"{out}: not the combination of its sources: {_few(problems)}", problems)
 
-# %% ../nbs/01b_combine.ipynb #3da5a548
+# %% ../nbs/01b_combine.ipynb #c6a9a471
 def _summary(sources: list, name: str, copy: bool) -> dict:
     "What `sources.json` holds: the combination's name, whether files are copies, each source and the totals."
     per = {
@@ -186,7 +195,7 @@ def _summary(sources: list, name: str, copy: bool) -> dict:
     }
     return dict(name=name, copy=copy, sources=per, **{k: sum(p[k] for p in per.values()) for k in SPLITS})
 
-
+# %% ../nbs/01b_combine.ipynb #23c92303
 def _clear(out: Path):
     "Remove what a combination wrote in `out` (links are removed, never followed)."
     for n in WRITTEN:
@@ -196,7 +205,7 @@ def _clear(out: Path):
         elif p.exists() or p.is_symlink():
             p.unlink()
 
-# %% ../nbs/01b_combine.ipynb #f6ce2798
+# %% ../nbs/01b_combine.ipynb #86c3bea7
 def plan(
     sources,  # dataset folders
     out: Path,  # the output folder, absolute
@@ -209,7 +218,8 @@ def plan(
     if not srcs:
         raise DatasetError("no source given: name the dataset folders to combine")
     files = [sample_files(s) for s in srcs]
-    check_names(srcs, files, name)
+    check_source_names(srcs, name)
+    check_sample_names(files)
     check_places(out, srcs)
     if foreign := foreign_files(out, srcs):
         raise DatasetError(
@@ -218,7 +228,7 @@ def plan(
         )
     return srcs, files
 
-# %% ../nbs/01b_combine.ipynb #c6a9a471
+# %% ../nbs/01b_combine.ipynb #53ccea30
 def combine_datasets(
     sources,  # dataset folders, any layout `resolve_layout` knows; each named by its folder
     out_dir,  # the folder to write (absent, empty, or an earlier combination of the same sources)
@@ -239,7 +249,7 @@ def combine_datasets(
     check_combined(out, srcs, name)
     return summary
 
-# %% ../nbs/01b_combine.ipynb #cc08848d
+# %% ../nbs/01b_combine.ipynb #6ed2ccf7
 def combine_summary(summary: dict, out_dir) -> str:
     "The summary of `combine_datasets` as lines of text: each source's layout and counts, the totals, the folder."
     rows = [(n, s["layout"], s["train"], s["test"]) for n, s in summary["sources"].items()]
