@@ -14,7 +14,7 @@ from fastcore.script import call_parse, Param
 from .config import UserError
 
 # %% auto #0
-__all__ = ['OS_ERRORS', 'NO_MANIFEST', 'user_message', 'user_errors', 'need_file', 'prepare_cli', 'synthetic_cli', 'pretrain_cli', 'train_cli', 'evaluate_cli', 'score_cli', 'predict_cli', 'export_cli']
+__all__ = ['OS_ERRORS', 'NO_MANIFEST', 'user_message', 'user_errors', 'need_file', 'prepare_cli', 'combine_cli', 'synthetic_cli', 'pretrain_cli', 'train_cli', 'evaluate_cli', 'score_cli', 'predict_cli', 'export_cli']
 
 # %% ../nbs/00b_cli.ipynb #617256d7
 OS_ERRORS = {  # errno -> what it means for the path and what to do
@@ -104,6 +104,24 @@ def prepare_cli(
     n = len(man["train"]) + len(man["test"]) + len(man["skipped"])
     print(f"validated {n} samples ({len(man['train']) + len(man['test'])} usable, {len(man['skipped'])} skipped)")
     print(prepare_summary(man, path))
+
+# %% ../nbs/01b_combine.ipynb #d82dd292
+@call_parse
+def combine_cli(
+    sources: Param("dataset folders to combine, any layout; each is named by its folder", str, nargs="+"),
+    out: str = None,  # the folder to write (required): new, empty, or an earlier combination of the same sources
+    name: str = "SIRST3",  # NAME of its lists img_idx/train_NAME.txt and img_idx/test_NAME.txt
+    copy: bool = False,  # copy the files instead of symlinking them (no symlinks here, or a folder to move)
+    debug: bool = False,  # show the traceback of an error instead of one line
+):
+    "Combine IRSTD datasets into one BasicIRSTD folder (SIRST3): training splits together, each test split listed."
+    with user_errors("dgspnet_combine", debug, [out]):
+        from dgspnet.combine import DatasetError, combine_datasets, combine_summary
+
+        if out is None:
+            raise DatasetError("--out DIR is required: the folder the combined dataset is written to")
+        summary = combine_datasets(sources, out, name, copy)
+    print(combine_summary(summary, out))
 
 # %% ../nbs/02_synthetic.ipynb #ab300e93
 @call_parse

@@ -20,9 +20,9 @@ __all__ = ['IMAGE_EXTS', 'SPLITS', 'LAYOUTS', 'INTENSITY_RULES', 'MASK_THRESHOLD
            'DatasetFolder', 'find_folder', 'resolve_layout', 'detect_layout', 'clean_name', 'parse_split_file',
            'load_split_names', 'sample_paths', 'to_gray', 'sample_type', 'png_sbit', 'check_intensity', 'Intensity',
            'intensity_rule', 'read_frame', 'read_image', 'read_mask', 'grey_values', 'fit_mask', 'ValidationReport',
-           'check_sample', 'validate_dataset', 'compute_stats', 'read_scenes', 'prepare_dataset', 'load_manifest',
-           'pad_to', 'normalize', 'random_crop', 'random_flip', 'IRSTDDataset', 'parse_splits', 'run_prepare',
-           'prepare_config', 'prepare_summary']
+           'check_sample', 'validate_dataset', 'compute_stats', 'read_scenes', 'read_sources', 'prepare_dataset',
+           'load_manifest', 'pad_to', 'normalize', 'random_crop', 'random_flip', 'IRSTDDataset', 'parse_splits',
+           'run_prepare', 'prepare_config', 'prepare_summary']
 
 # %% ../nbs/01_data.ipynb #3a0da89d
 class DatasetError(UserError):
@@ -611,15 +611,25 @@ def compute_stats(
     return dict(mean=float(mean), std=float(math.sqrt(max(ss / n - mean * mean, 0.0))))
 
 # %% ../nbs/01_data.ipynb #e0193869
-def read_scenes(path) -> dict:
-    "name -> scene word from a CSV of `name,scene` rows (header allowed); {} when `path` is None or absent."
+def _read_column(path, column: str) -> dict:
+    "name -> value from a CSV of `name,<column>` rows (that header allowed); {} when `path` is None or absent."
     if path is None or not Path(path).is_file():
         return {}
     with open(path, newline="", encoding="utf-8-sig") as f:
         rows = [r for r in csv.reader(f) if len(r) >= 2]
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["name", "scene"]:
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["name", column]:
         rows = rows[1:]
     return {clean_name(r[0]): r[1].strip() for r in rows}
+
+
+def read_scenes(path) -> dict:
+    "name -> scene word from a CSV of `name,scene` rows (header allowed); {} when `path` is None or absent."
+    return _read_column(path, "scene")
+
+# %% ../nbs/01_data.ipynb #e5c032bb
+def read_sources(path) -> dict:
+    "name -> source dataset from a CSV of `name,source` rows (header allowed); {} when `path` is None or absent."
+    return _read_column(path, "source")
 
 # %% ../nbs/01_data.ipynb #0156aba5
 def _inside(p: Path, folder: Path) -> bool:
@@ -634,8 +644,8 @@ def _relative_root(root: Path, out_dir: Path) -> str:
         return root.as_posix()
 
 # %% ../nbs/01_data.ipynb #617a88ee
-def _manifest(rep: ValidationReport, root: str, stats: dict, scenes: dict) -> dict:
-    "The manifest of a validated dataset: its `root` as the manifest names it, the training `stats`, the scene words."
+def _manifest(rep: ValidationReport, root: str, stats: dict, scenes: dict, sources: dict) -> dict:
+    "The manifest of a validated dataset: its `root` as the manifest names it, the training `stats`, scenes, sources."
     return dict(
         format=1,
         root=root,
@@ -647,6 +657,7 @@ def _manifest(rep: ValidationReport, root: str, stats: dict, scenes: dict) -> di
         resized_masks=rep.resized_masks,
         stats=stats,
         scenes={n: scenes[n] for n in rep.train + rep.test if n in scenes},
+        sources={n: sources[n] for n in rep.train + rep.test if n in sources},
         mask_threshold=MASK_THRESHOLD,
         nonbinary_masks=rep.nonbinary_masks,
         target_free=rep.target_free,
@@ -675,7 +686,7 @@ def prepare_dataset(
         raise DatasetError(f"{scenes}: scenes file not found")
     words = read_scenes(scenes if scenes is not None else root / "scenes.csv")  # only the default may be absent
     stats = compute_stats(root, rep.train, split_stems=split_stems, progress=progress)
-    man = _manifest(rep, _relative_root(root, out_dir), stats, words)
+    man = _manifest(rep, _relative_root(root, out_dir), stats, words, read_sources(root / "sources.csv"))
     out_dir.mkdir(parents=True, exist_ok=True)
     (path := out_dir / "manifest.json").write_text(json.dumps(man, indent=1) + "\n")
     return path
@@ -871,4 +882,8 @@ def prepare_summary(man: dict, path) -> str:
     if len(grey) > 20:
         lines.append(f"  ... and {len(grey) - 20} more masks (see nonbinary_masks in {path})")
     lines += [f"  no target in {s}: {_names(v)}" for s, v in free.items() if v]
+    if src := man.get("sources"):  # a combined dataset (`dgspnet.combine`)
+        count = {s: Counter(src.get(n) for n in man[s]) for s in SPLITS}
+        per = [f"{d} {count['train'][d]} train / {count['test'][d]} test" for d in dict.fromkeys(src.values())]
+        lines.append(f"sources: {'; '.join(per)}")
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from skimage.measure import label, regionprops
 from .runtime import pick_device, set_threads
 from .config import EvaluateCfg, read_paper_tables
-from .data import IRSTDDataset
+from .data import IRSTDDataset, load_manifest
 from .metrics import SegmentationMetrics, pd_fa_curve, plot_pd_fa_curve
 from .model import pad_to_multiple
 from .checkpoint import load_trained
@@ -29,8 +29,8 @@ from .tokens import plot_token_words, token_words
 __all__ = ['PAPER_UNITS', 'PNG_METADATA', 'ATTENTION_PERCENTILES', 'RUN_TIMES', 'in_paper_units', 'paper_row', 'dataset_name',
            'new_figure', 'figure_png', 'save_png', 'log_fa_axis', 'label_thresholds', 'plot_pd_fa', 'zoom_box',
            'overlay_legend', 'plot_gallery', 'crop_to_image', 'attention_range', 'plot_attention', 'read_tsv',
-           'plot_training_curves', 'target_free_summary', 'write_csv', 'write_token_words', 'evaluate',
-           'strip_run_metadata', 'render_report']
+           'plot_training_curves', 'target_free_summary', 'write_csv', 'image_sources', 'score_by_source',
+           'per_image_table', 'write_token_words', 'evaluate', 'strip_run_metadata', 'render_report']
 
 # %% ../nbs/14_evaluate.ipynb #39c8538c
 PAPER_UNITS = {  # dgspnet.metrics name -> (name with the paper's unit, factor from the metrics module's unit)
@@ -474,8 +474,45 @@ def _score_split(
             _progress(len(records), len(ds), t0)
     return met, records
 
+# %% ../nbs/14_evaluate.ipynb #b50c7230
+def image_sources(
+    manifest,  # manifest.json path, or its dict
+    names: list,  # the test images scored
+) -> dict:
+    "name -> source of each of `names` the manifest's `sources` has, when they are two or more sources; else {}."
+    known = load_manifest(manifest).get("sources", {})
+    found = {n: known[n] for n in names if n in known}
+    return found if len(set(found.values())) > 1 else {}
+
+# %% ../nbs/14_evaluate.ipynb #21901078
+def score_by_source(
+    records: list,  # from `_score_split`
+    sources: dict,  # name -> source (`image_sources`)
+    met: SegmentationMetrics,  # the split's metrics: its threshold, match radius and empty-image IoU are used
+) -> dict:
+    "source -> the four metrics in the paper's units (to 0.01) and `n_images`, over that source's test images."
+    out = {}
+    for s in dict.fromkeys(sources[r["name"]] for r in records if r["name"] in sources):
+        m = SegmentationMetrics(met.threshold, met.max_distance, met.empty_iou)
+        for r in records:
+            if sources.get(r["name"]) == s:
+                m.update(r["prob"], r["gt"])
+        out[s] = dict(**{k: round(v, 2) for k, v in in_paper_units(m.compute()).items()}, n_images=len(m.image_iou))
+    return out
+
+# %% ../nbs/14_evaluate.ipynb #3c6ed42b
+def per_image_table(
+    records: list,  # from `_score_split`
+    sources: dict,  # name -> source (`image_sources`); {} for a single dataset
+) -> tuple[list, list]:
+    "The columns and rows of per_image.csv: name, IoU_pct, and each image's source when there are several."
+    rows = [(r["name"], 100 * r["iou"]) for r in records]
+    if not sources:
+        return ["name", "IoU_pct"], rows
+    return ["name", "IoU_pct", "source"], [(n, v, sources.get(n, "")) for n, v in rows]
+
 # %% ../nbs/14_evaluate.ipynb #4d51d98f
-def _write_metrics(out: Path, met: SegmentationMetrics, trained, dataset: str) -> dict:
+def _write_metrics(out: Path, met: SegmentationMetrics, trained, dataset: str, by_source=None) -> dict:
     "Write metrics.json (what `dvc metrics` reads); returns what it wrote."
     metrics = dict(
         **{k: round(v, 2) for k, v in in_paper_units(met.compute()).items()},  # the paper's precision
@@ -483,6 +520,8 @@ def _write_metrics(out: Path, met: SegmentationMetrics, trained, dataset: str) -
         text_tower_random=trained.text_tower_random,
         dataset=dataset,
     )
+    if by_source:  # a test split of several sources (`score_by_source`)
+        metrics["by_source"] = by_source
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -494,6 +533,7 @@ def _details(
     records: list,  # from `_score_split`
     met: SegmentationMetrics,  # from `_score_split`
     trained,  # the loaded checkpoint (`load_trained`)
+    sources=None,  # name -> source of each test image (`image_sources`); none for a single dataset
 ) -> dict:
     "What the report needs besides the metrics."
     cfg = trained.config
@@ -510,6 +550,7 @@ def _details(
         crop=cfg.data.crop,
         batch_size=cfg.train.batch_size,
         widths=list(cfg.model.widths),
+        **({"sources": sources} if sources else {}),
     )
 
 # %% ../nbs/14_evaluate.ipynb #35bb80f2
@@ -586,12 +627,14 @@ def evaluate(
     ds = IRSTDDataset(manifest, "test", train=False)
     ds.stats = normalization_stats(normalization, trained.stats, ds.stats)
     met, records = _score_split(net, ds, ev.threshold, progress)
+    sources = image_sources(manifest, ds.names)
     dataset = dataset_name(manifest)
-    metrics = _write_metrics(out, met, trained, dataset)
-    details = dict(_details(ev, normalization, ds.stats, records, met, trained), precision=inference_precision(net))
+    metrics = _write_metrics(out, met, trained, dataset, score_by_source(records, sources, met))
+    details = _details(ev, normalization, ds.stats, records, met, trained, sources)
+    details["precision"] = inference_precision(net)
     (out / "details.json").write_text(json.dumps(details, indent=2) + "\n")
     curve = _write_curve(out, records, ev.curve_points)
-    write_csv(out / "per_image.csv", ["name", "IoU_pct"], ((r["name"], 100 * r["iou"]) for r in records))
+    write_csv(out / "per_image.csv", *per_image_table(records, sources))
     label = "random text tower" if trained.text_tower_random else "this model"
     _write_figures(out, net, ds, records, curve, ev, dataset, label, device)
     write_token_words(trained, manifest, out)
