@@ -18,7 +18,7 @@ from skimage.measure import label, regionprops
 from .runtime import pick_device, set_threads
 from .config import EvaluateCfg, read_paper_tables
 from .data import IRSTDDataset, load_manifest
-from .metrics import SegmentationMetrics, pd_fa_curve, plot_pd_fa_curve
+from .metrics import PAPER_UNITS, SegmentationMetrics, in_paper_units, pd_fa_curve, plot_pd_fa_curve
 from .model import pad_to_multiple
 from .checkpoint import load_trained
 from .inference import inference_precision, normalization_stats, overlay, predict_split, prepare_for_inference
@@ -26,26 +26,11 @@ from .inference import scenes_of
 from .tokens import plot_token_words, token_words
 
 # %% auto #0
-__all__ = ['PAPER_UNITS', 'PNG_METADATA', 'ATTENTION_PERCENTILES', 'RUN_TIMES', 'in_paper_units', 'paper_row', 'dataset_name',
-           'new_figure', 'figure_png', 'save_png', 'log_fa_axis', 'label_thresholds', 'plot_pd_fa', 'zoom_box',
-           'overlay_legend', 'plot_gallery', 'crop_to_image', 'attention_range', 'plot_attention', 'read_tsv',
-           'plot_training_curves', 'target_free_summary', 'write_csv', 'image_sources', 'score_by_source',
-           'per_image_table', 'write_token_words', 'evaluate', 'strip_run_metadata', 'render_report']
-
-# %% ../nbs/14_evaluate.ipynb #39c8538c
-PAPER_UNITS = {  # dgspnet.metrics name -> (name with the paper's unit, factor from the metrics module's unit)
-    "IoU": ("IoU_pct", 100.0),
-    "nIoU": ("nIoU_pct", 100.0),
-    "Pd": ("Pd_pct", 100.0),
-    "Fa": ("Fa_1e-6", 1.0),
-}
-
-
-def in_paper_units(
-    res: dict,  # IoU, nIoU, Pd as fractions, Fa in 1e-6 (`SegmentationMetrics.compute`)
-) -> dict:
-    "The metrics under keys that carry the paper's unit: IoU_pct, nIoU_pct, Pd_pct (%), Fa_1e-6."
-    return {name: float(res[k]) * f for k, (name, f) in PAPER_UNITS.items() if k in res}
+__all__ = ['PNG_METADATA', 'ATTENTION_PERCENTILES', 'RUN_TIMES', 'paper_row', 'dataset_name', 'new_figure', 'figure_png',
+           'save_png', 'log_fa_axis', 'label_thresholds', 'plot_pd_fa', 'zoom_box', 'overlay_legend', 'plot_gallery',
+           'crop_to_image', 'attention_range', 'plot_attention', 'read_tsv', 'plot_training_curves',
+           'target_free_summary', 'write_csv', 'image_sources', 'score_by_source', 'per_image_table',
+           'write_token_words', 'evaluate', 'strip_run_metadata', 'render_report']
 
 # %% ../nbs/14_evaluate.ipynb #af2af3bc
 def paper_row(

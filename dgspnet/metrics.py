@@ -10,8 +10,8 @@ from fastcore.basics import patch
 from skimage.measure import label, regionprops
 
 # %% auto #0
-__all__ = ['as_batch', 'binarize', 'as_mask', 'iou_counts', 'target_centroids', 'match_components', 'match_targets',
-           'SegmentationMetrics', 'pd_fa_curve', 'plot_pd_fa_curve']
+__all__ = ['PAPER_UNITS', 'as_batch', 'binarize', 'as_mask', 'iou_counts', 'target_centroids', 'match_components',
+           'match_targets', 'SegmentationMetrics', 'in_paper_units', 'pd_fa_curve', 'plot_pd_fa_curve']
 
 # %% ../nbs/03_metrics.ipynb #e3feee0b
 def as_batch(
@@ -167,6 +167,21 @@ def compute(self: SegmentationMetrics) -> dict:
         Pd=self.n_detected / self.n_targets if self.n_targets else nan,
         Fa=self.fa_pixels / self.n_pixels * 1e6,
     )
+
+# %% ../nbs/03_metrics.ipynb #16ded7c5
+PAPER_UNITS = {  # dgspnet.metrics name -> (name with the paper's unit, factor from the metrics module's unit)
+    "IoU": ("IoU_pct", 100.0),
+    "nIoU": ("nIoU_pct", 100.0),
+    "Pd": ("Pd_pct", 100.0),
+    "Fa": ("Fa_1e-6", 1.0),
+}
+
+
+def in_paper_units(
+    res: dict,  # IoU, nIoU, Pd as fractions, Fa in 1e-6 (`SegmentationMetrics.compute`)
+) -> dict:
+    "The metrics under keys that carry the paper's unit: IoU_pct, nIoU_pct, Pd_pct (%), Fa_1e-6."
+    return {name: float(res[k]) * f for k, (name, f) in PAPER_UNITS.items() if k in res}
 
 # %% ../nbs/03_metrics.ipynb #c7f7c677
 def _pairs(probs, gts):

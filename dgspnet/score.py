@@ -13,7 +13,8 @@ from skimage.measure import label
 from .config import UserError
 from .data import IRSTDDataset, SPLITS, prepare_dataset
 from .metrics import SegmentationMetrics, binarize, match_targets, pd_fa_curve, plot_pd_fa_curve
-from .evaluate import dataset_name, in_paper_units, new_figure, save_png, write_csv
+from .metrics import in_paper_units
+from .evaluate import dataset_name, new_figure, save_png, write_csv
 
 # %% auto #0
 __all__ = ['PREDICTION_SUFFIXES', 'SCALES', 'FA_DEFINITIONS', 'read_prediction', 'match_predictions', 'image_counts',

@@ -23,15 +23,16 @@ from .blocks import upsample_to
 from .losses import SegmentationLoss, PretrainLoss
 from .checkpoint import CheckpointError, build_model, trainable_state, load_trainable_state
 from .checkpoint import save_atomic, save_trained, load_file, weights_hash, import_closure, code_hash
+from .metrics import PAPER_UNITS
 from .inference import scenes_of, test_metrics
 from .distributed import DistInfo, init_distributed, relaunch_under_torchrun, gather_batch
 from .distributed import mean_over_ranks, make_loader, wrap_model, unwrap
 
 # %% auto #0
-__all__ = ['FINGERPRINT_PARTS', 'PAUSED_EXIT', 'PAPER_UNITS', 'get_logger', 'rng_state', 'set_rng_state', 'open_live',
-           'run_fingerprint', 'checkpoint_path', 'resumable', 'Stage', 'Progress', 'StagePaused', 'Loop',
-           'train_and_write', 'pretrain_optimizer', 'pretrain_stage', 'run_pretrain', 'train_model', 'lr_factor',
-           'train_optimizer', 'steps_per_epoch', 'train_stage', 'run_train', 'run_stage']
+__all__ = ['FINGERPRINT_PARTS', 'PAUSED_EXIT', 'get_logger', 'rng_state', 'set_rng_state', 'open_live', 'run_fingerprint',
+           'checkpoint_path', 'resumable', 'Stage', 'Progress', 'StagePaused', 'Loop', 'train_and_write',
+           'pretrain_optimizer', 'pretrain_stage', 'run_pretrain', 'train_model', 'lr_factor', 'train_optimizer',
+           'steps_per_epoch', 'train_stage', 'run_train', 'run_stage']
 
 # %% ../nbs/13_train.ipynb #8fa95280
 def get_logger(
@@ -344,14 +345,6 @@ def train_epoch(self: Loop, at: Progress, stop) -> bool:
         if j < len(loader) and stop:  # after the epoch's last step the epoch ends normally
             return True
     return False
-
-# %% ../nbs/13_train.ipynb #5d3660b1
-PAPER_UNITS = {  # dgspnet.metrics name -> (name with the paper's unit, factor from the metrics module's unit)
-    "IoU": ("IoU_pct", 100.0),
-    "nIoU": ("nIoU_pct", 100.0),
-    "Pd": ("Pd_pct", 100.0),
-    "Fa": ("Fa_1e-6", 1.0),
-}
 
 # %% ../nbs/13_train.ipynb #cb40cca0
 @patch

@@ -265,6 +265,6 @@ def test_ablation_report(tmp_path, monkeypatch):
 
 def test_metric_keys_are_those_evaluate_writes():
     "The ablation table reads the keys the evaluate stage writes (a renamed key would leave every row empty)."
-    from dgspnet.evaluate import in_paper_units
+    from dgspnet.metrics import in_paper_units
     from dgspnet.experiments import METRIC_KEYS
     assert set(METRIC_KEYS.values()) == set(in_paper_units({"IoU": 0.5, "nIoU": 0.5, "Pd": 0.5, "Fa": 1.0}))
