@@ -38,7 +38,7 @@ from dgspnet.model import DGSPNet, count_flops
 from dgspnet.text import TextEncoder, ClipWeightsMissing
 from dgspnet.prompts import DualGranularityPrompt
 from dgspnet.inference import prepare_for_inference, to_channels_last
-from machine import cpu_model
+from machine import cpu_model, load_note
 
 
 def interleaved_times(fns: dict, repeats: int, warmup: int = 2) -> dict:
@@ -200,7 +200,7 @@ def profile_markdown(prof: dict, load: tuple, threads: int, batch: int) -> str:
         "each convolution block in the pre-encoder, re-encoder convs and decoder conv rows is one convolution with a "
         "bias and its ReLU.",
         "",
-        f"Load average while measuring: {load} (a shared machine: other processes ran beside).",
+        f"Load average after measuring: {load}.",
         "",
         "| module | language branch | ms/img | share of time | GFLOP/img | share of FLOPs |",
         "|---|---|---|---|---|---|",
@@ -373,7 +373,7 @@ def main():
             torch=torch.__version__,
             threads_measured=a.threads,
             loadavg_before=[round(v, 2) for v in load_before],
-            note="a shared machine: other processes ran beside the benchmark (see the load averages)",
+            note=load_note(load_before),
         ),
         setup=dict(
             input=f"1x{a.size}x{a.size}",

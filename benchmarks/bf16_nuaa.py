@@ -30,7 +30,7 @@ from dgspnet.data import IRSTDDataset, prepare_dataset
 from dgspnet.evaluate import in_paper_units
 from dgspnet.inference import normalization_stats, predict_normalized, prepare_for_inference, scenes_of
 from dgspnet.metrics import SegmentationMetrics
-from machine import cpu_model
+from machine import cpu_model, load_note
 
 MODEL = "models/nuaa-sirst-cpu-100.pt"
 VARIANTS = {"fp32": ("fp32", False), "bf16_text": ("bf16", False), "bf16_text_autocast": ("bf16", True)}
@@ -87,7 +87,7 @@ def main():
             threads=a.threads,
             loadavg_before=[round(v, 2) for v in load_before],
             loadavg_after=[round(v, 2) for v in os.getloadavg()],
-            note="a shared machine: other processes ran beside (see the load averages)",
+            note=load_note(load_before),
         ),
         model=MODEL,
         dataset=dict(path=a.dataset, split="test", images=len(ds), normalization="model", threshold=0.5),

@@ -5,6 +5,7 @@
 Scores models/nuaa-sirst-cpu-100.pt as stored (float32) and with its weights rounded to float16 (what
 `tools/half_weights.py` writes), unrounded, and writes both with the machine to benchmarks/results/half_weights.json.
 """
+
 import json, sys, tempfile
 from pathlib import Path
 

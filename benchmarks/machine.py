@@ -19,6 +19,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def load_note(load: list) -> str:
+    "What the 1-minute load average `load[0]` (taken before a measurement) says about the machine, for a result file."
+    if load[0] < 0.5:
+        return "a quiet machine: 1-minute load average under 0.5 before measuring"
+    return "a shared machine: other processes ran beside (see the load averages)"
+
+
 def machine_line() -> str:
     "CPU model, machine type and the versions of the libraries that compute: what a byte-exact record depends on."
     import numpy, torch
