@@ -10,7 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['n_params', 'ConvBlock', 'DoubleConv', 'ChannelAttention', 'EncoderLayer', 'upsample2x_bilinear', 'upsample_to']
+__all__ = ['n_params', 'ConvBlock', 'DoubleConv', 'global_max_pool', 'ChannelAttention', 'EncoderLayer', 'upsample2x_bilinear',
+           'upsample_to']
 
 # %% ../nbs/04_blocks.ipynb #a0a5accb
 def n_params(m: nn.Module) -> int:
@@ -44,6 +45,15 @@ class DoubleConv(nn.Sequential):
     ):
         super().__init__(ConvBlock(in_channels, out_channels), ConvBlock(out_channels, out_channels))
 
+# %% ../nbs/04_blocks.ipynb #daac2a24
+def global_max_pool(
+    f: torch.Tensor,  # [B,C,H,W]
+) -> torch.Tensor:  # [B,C,1,1]
+    "GMP of Eq. 1: `f.amax((2, 3), keepdim=True)`; `F.adaptive_max_pool2d(f, 1)` (same values) without autograd."
+    if torch.is_grad_enabled() and f.requires_grad:
+        return f.amax((2, 3), keepdim=True)
+    return F.adaptive_max_pool2d(f, 1)
+
 # %% ../nbs/04_blocks.ipynb #cell011
 class ChannelAttention(nn.Module):
     "CA of Eq. 1: f * sigmoid(Conv1x1(GMP(f) + GAP(f)))."
@@ -57,7 +67,7 @@ class ChannelAttention(nn.Module):
 
     def weights(self, f: torch.Tensor) -> torch.Tensor:
         "Channel weights in (0,1), shape [B,C,1,1]."
-        pooled = f.amax((2, 3), keepdim=True) + f.mean((2, 3), keepdim=True)  # GMP + GAP
+        pooled = global_max_pool(f) + f.mean((2, 3), keepdim=True)  # GMP + GAP
         return torch.sigmoid(self.fc(pooled))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
