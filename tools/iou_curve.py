@@ -2,9 +2,10 @@
 
     python tools/iou_curve.py results/nuaa-sirst-cpu-100
 
-Reads <run>/train/plots/metrics/test/{IoU,nIoU}.tsv (fractions, logged every train.eval_every epochs) and writes
-<run>/iou_curve.png. The paper's IoU for the run's dataset (the last folder of `data.source` in <run>/params.yaml)
-comes from configs/paper_tables.yaml (`dgspnet.evaluate.paper_row`); a dataset the paper does not report gets no line.
+Reads <run>/train/plots/metrics/test/{IoU,nIoU}_pct.tsv (percent, logged every train.eval_every epochs), or
+{IoU,nIoU}.tsv (fractions) where a kept run's folder holds those, and writes <run>/iou_curve.png. The paper's IoU
+for the run's dataset (the last folder of `data.source` in <run>/params.yaml) comes from configs/paper_tables.yaml
+(`dgspnet.evaluate.paper_row`); a dataset the paper does not report gets no line.
 """
 
 import argparse, csv
@@ -19,10 +20,14 @@ import yaml
 from dgspnet.evaluate import paper_row
 
 
-def read_tsv(path: Path) -> tuple:
+def read_tsv(folder: Path, name: str) -> tuple:
+    "(epochs, values in %) of test metric `name` (IoU or nIoU) logged in `folder`."
+    path, scale = folder / f"{name}_pct.tsv", 1.0
+    if not path.is_file():
+        path, scale = folder / f"{name}.tsv", 100.0  # fractions
     rows = list(csv.DictReader(path.open(), delimiter="\t"))
     key = next(k for k in rows[0] if k != "step")
-    return [int(r["step"]) for r in rows], [100 * float(r[key]) for r in rows]
+    return [int(r["step"]) for r in rows], [scale * float(r[key]) for r in rows]
 
 
 def main():
@@ -33,7 +38,7 @@ def main():
     paper = paper_row(dataset)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for name in ("IoU", "nIoU"):
-        x, y = read_tsv(a.run / "train" / "plots" / "metrics" / "test" / f"{name}.tsv")
+        x, y = read_tsv(a.run / "train" / "plots" / "metrics" / "test", name)
         ax.plot(x, y, marker="o", ms=3, label=f"test {name} (last {y[-1]:.1f})")
     if paper:
         iou = paper["IoU_pct"]
