@@ -536,6 +536,7 @@ def _details(
         batch_size=cfg.train.batch_size,
         widths=list(cfg.model.widths),
         **({"sources": sources} if sources else {}),
+        precision=inference_precision(trained.net),  # what the prepared net computes in
     )
 
 # %% ../nbs/14_evaluate.ipynb #35bb80f2
@@ -616,7 +617,6 @@ def evaluate(
     dataset = dataset_name(manifest)
     metrics = _write_metrics(out, met, trained, dataset, score_by_source(records, sources, met))
     details = _details(ev, normalization, ds.stats, records, met, trained, sources)
-    details["precision"] = inference_precision(net)
     (out / "details.json").write_text(json.dumps(details, indent=2) + "\n")
     curve = _write_curve(out, records, ev.curve_points)
     write_csv(out / "per_image.csv", *per_image_table(records, sources))
