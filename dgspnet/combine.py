@@ -144,6 +144,12 @@ def _lines(names) -> str:
     return "".join(f"{n}\n" for n in names)
 
 
+def _write_column(path: Path, column: str, values: dict):
+    "A CSV of `name,<column>` rows with that header: what `dgspnet.data.read_scenes` and `read_sources` read."
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([("name", column), *values.items()])
+
+
 def write_lists(out: Path, sources: list, name: str):
     "Write `img_idx/train_<name>.txt`, `img_idx/test_<name>.txt`, `img_idx/test_<SOURCE>.txt` and `sources.csv`."
     idx = out / "img_idx"
@@ -152,9 +158,9 @@ def write_lists(out: Path, sources: list, name: str):
         (idx / f"{s}_{name}.txt").write_text(_lines(n for src in sources for n in src.splits[s]))
     for src in sources:
         (idx / f"test_{src.name}.txt").write_text(_lines(src.splits["test"]))
-    rows = {n: src.name for src in sources for s in SPLITS for n in src.splits[s]}
-    with open(out / "sources.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("name", "source"), *rows.items()])
+    _write_column(
+        out / "sources.csv", "source", {n: src.name for src in sources for s in SPLITS for n in src.splits[s]}
+    )
 
 # %% ../nbs/01b_combine.ipynb #b90add92
 def write_scenes(out: Path, sources: list):
@@ -164,8 +170,7 @@ def write_scenes(out: Path, sources: list):
         words = read_scenes(src.folder.root / "scenes.csv")
         rows += [(n, words[n]) for s in SPLITS for n in src.splits[s] if n in words]
     if rows:
-        with open(out / "scenes.csv", "w", newline="") as f:
-            csv.writer(f).writerows([("name", "scene"), *dict(rows).items()])
+        _write_column(out / "scenes.csv", "scene", dict(rows))
 
 # %% ../nbs/01b_combine.ipynb #f59853d8
 def check_combined(out: Path, sources: list, name: str):
