@@ -13,7 +13,8 @@ import torch
 
 from dgspnet.checkpoint import load_trained
 from dgspnet.data import IRSTDDataset, prepare_dataset
-from dgspnet.inference import test_metrics, to_channels_last
+from dgspnet.inference import prepare_for_inference, test_metrics
+from dgspnet.metrics import in_paper_units
 from machine import machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +22,8 @@ MODEL = ROOT / "models" / "nuaa-sirst-cpu-100.pt"
 
 
 def scores(trained, ds) -> dict:
-    m = test_metrics(to_channels_last(trained.net), ds, trained.threshold)
-    return {"IoU_pct": 100 * m["IoU"], "nIoU_pct": 100 * m["nIoU"], "Pd_pct": 100 * m["Pd"], "Fa_1e-6": m["Fa"]}
+    "The four test metrics in the paper's units, with the net prepared as evaluate and predict prepare it."
+    return in_paper_units(test_metrics(prepare_for_inference(trained.net), ds, trained.threshold))
 
 
 def main(data=ROOT.parent / "shared" / "datasets" / "NUAA-SIRST"):
