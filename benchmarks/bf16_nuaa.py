@@ -27,7 +27,7 @@ import torch
 
 from dgspnet.checkpoint import load_trained
 from dgspnet.data import IRSTDDataset, prepare_dataset
-from dgspnet.evaluate import in_paper_units
+from dgspnet.metrics import in_paper_units
 from dgspnet.inference import normalization_stats, predict_normalized, prepare_for_inference, scenes_of
 from dgspnet.metrics import SegmentationMetrics
 from machine import cpu_model, load_note
